@@ -1,0 +1,82 @@
+"""The one entry point: ``cifar-automl <stage>`` (also ``python -m pipeline``).
+
+Only argparse is imported at start-up; each command imports what it needs (TensorFlow takes
+seconds to import), so ``--help`` answers at once.
+Exit codes: 0 success, 2 bad input or configuration, 1 unexpected failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+    from pipeline.prepare import run_prepare
+
+    params = load_params(args.params)
+    run_prepare(params, Path(args.params), Path(args.out), Path(args.preview))
+    return EXIT_OK
+
+
+def _cmd_check_params(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    for section, values in params.model_dump().items():
+        print(f"{section}:")
+        for key, value in values.items():
+            print(f"  {key}: {value}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cifar-automl",
+        description="Reproducible AutoML comparison of CNNs and fully connected networks on "
+                    "CIFAR-10/100. Each subcommand is one DVC stage; `dvc repro` runs them all.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    prepare = commands.add_parser(
+        "prepare", help="load, verify and split CIFAR; write data/prepared and a preview PNG",
+        description="Load CIFAR from the source in params.yaml (folder, archive, Keras cache "
+                    "or download), verify it, split it and write data/prepared/ atomically.",
+    )
+    prepare.add_argument("--out", default="data/prepared", help="output folder (%(default)s)")
+    prepare.add_argument("--preview", default="reports/augmentation_preview.png",
+                         help="augmentation preview PNG (%(default)s)")
+    prepare.set_defaults(handler=_cmd_prepare)
+
+    check = commands.add_parser("check-params", help="validate params.yaml and print it")
+    check.set_defaults(handler=_cmd_check_params)
+
+    for sub in (prepare, check):
+        sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+    )
+    from pipeline.errors import UserError
+
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,172 @@
+"""Read params.yaml and validate it into typed objects before any work starts.
+
+Every problem becomes one line naming the file, the key and the value at fault, e.g.
+``params.yaml: prepare.val_fraction = 1.5: should be less than 1``.
+Each DVC stage reads only its own sections, so DVC reruns exactly what a change touches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.data.catalog import DATASETS
+from pipeline.errors import MISSING, ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+SOURCE_KEYWORDS = ("keras-cache", "download")
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    """A params section: unknown keys and loose types are errors, not guesses."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class PrepareParams(Section):
+    dataset: Literal["cifar10", "cifar100"] = "cifar10"
+    label_mode: Literal["fine", "coarse"] = "fine"  # CIFAR-100 only: 100 or 20 classes
+    # A folder in the original python format, a published .tar.gz, "keras-cache" (what
+    # keras.datasets left under ~/.keras) or "download" (through Keras, checksum verified).
+    # Relative paths are relative to the params file.
+    source: str = "keras-cache"
+    checksums: Literal["strict", "warn"] = "strict"
+    val_fraction: Fraction = 0.1
+    train_per_class: Annotated[int, Field(ge=1)] | None = None  # None: all that remain
+    test_per_class: Annotated[int, Field(ge=1)] | None = None  # None: the full test split
+    seed: Annotated[int, Field(ge=0)] = 42
+    preview_images: Annotated[int, Field(ge=1, le=32)] = 8
+    preview_samples: Annotated[int, Field(ge=1, le=12)] = 6
+
+
+class AugmentationParams(Section):
+    """The policy from the course; each part off at 0 (or false)."""
+
+    flip: bool = True  # random horizontal flip
+    crop_padding: Annotated[int, Field(ge=0, le=16)] = 4  # pad by N pixels, crop back to 32x32
+    rotation: Annotated[float, Field(ge=0, le=180)] = 0.0  # max degrees either way
+    brightness: Probability = 0.0  # max change, fraction of the pixel range
+    contrast: Probability = 0.0  # max relative change of contrast
+    saturation: Probability = 0.0  # max relative change of saturation
+    erasing: Probability = 0.0  # probability of erasing a random rectangle
+
+
+class Params(Section):
+    prepare: PrepareParams = PrepareParams()
+    augmentation: AugmentationParams = AugmentationParams()
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Load, validate and cross-check a params file; raise ConfigError on the first fault."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(path, exc) from None
+    _check_prepare(path, params.prepare)
+    return params
+
+
+def resolve_source(params_file: str | Path, source: str) -> str | Path:
+    """A source keyword as is, or a path made absolute against the params file's folder."""
+    if source in SOURCE_KEYWORDS:
+        return source
+    candidate = Path(source).expanduser()
+    if not candidate.is_absolute():
+        candidate = Path(params_file).resolve().parent / candidate
+    return candidate
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(path, None, MISSING, "file not found") from None
+    except OSError as exc:
+        raise ConfigError(path, None, MISSING, f"cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(path, None, MISSING, f"not valid YAML ({where}{problem})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path, None, MISSING, "must be a mapping of sections")
+    return raw
+
+
+def _first_error(path: Path, exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    key_parts, parent = _key_path(error["loc"])
+    key = ".".join(key_parts)
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(parent.model_fields) if parent else ""
+        return ConfigError(path, key, MISSING, f"unknown key (known keys: {known})")
+    message = error["msg"]
+    if message.startswith("Input should"):
+        message = "should" + message[len("Input should") :]
+    if error["type"] in ("model_type", "dict_type"):
+        message = "should be a mapping of keys to values"
+    return ConfigError(path, key, error.get("input", MISSING), message)
+
+
+def _key_path(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
+    """The params key an error is about, and the section model that holds it.
+
+    pydantic appends union member tags (``int``, ``none``) to locations: those stop the walk.
+    """
+    parts: list[str] = []
+    model: type[BaseModel] | None = Params
+    parent = model
+    for part in loc:
+        if model is None or not isinstance(part, str):
+            break
+        parts.append(part)
+        parent = model
+        if part not in model.model_fields:
+            break  # an unknown key
+        annotation = model.model_fields[part].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        model = annotation if is_section else None
+    return parts, parent
+
+
+def _check_prepare(path: Path, prepare: PrepareParams) -> None:
+    """Checks that need more than one key, or the file system."""
+    spec = DATASETS[prepare.dataset]
+    if prepare.label_mode not in spec.label_keys:
+        raise ConfigError(
+            path, "prepare.label_mode", prepare.label_mode,
+            f"{spec.title} has only {', '.join(spec.label_keys)} labels",
+        )
+    per_class = spec.train_per_class[prepare.label_mode]
+    train_left = per_class - round(per_class * prepare.val_fraction)
+    if prepare.train_per_class is not None and prepare.train_per_class > train_left:
+        raise ConfigError(
+            path, "prepare.train_per_class", prepare.train_per_class,
+            f"larger than the data: {spec.title} has {per_class} training images per class, "
+            f"{train_left} after a validation fraction of {prepare.val_fraction}",
+        )
+    test_available = spec.test_per_class[prepare.label_mode]
+    if prepare.test_per_class is not None and prepare.test_per_class > test_available:
+        raise ConfigError(
+            path, "prepare.test_per_class", prepare.test_per_class,
+            f"larger than the data: {spec.title} has {test_available} test images per class",
+        )
+    source = resolve_source(path, prepare.source)
+    if isinstance(source, Path) and not source.exists():
+        raise ConfigError(
+            path, "prepare.source", prepare.source,
+            f"not found ({source}); give a {spec.folder} folder or {spec.archive}, "
+            f"or one of: {', '.join(SOURCE_KEYWORDS)}",
+        )
