@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,3 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug, not the user's fault: show everything
+        traceback.print_exc()
+        print("error: unexpected failure (a bug: please report it with the traceback above)",
+              file=sys.stderr)
+        return EXIT_FAILURE

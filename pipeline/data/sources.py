@@ -131,6 +131,13 @@ def safe_extract(archive: Path, destination: Path) -> None:
     """Extract a tar archive, refusing any member that would escape ``destination``."""
     try:
         with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                # The published archives hold plain relative paths; anything else is refused
+                # outright, and the "data" filter below guards the extraction itself too.
+                parts = Path(member.name).parts
+                if member.name.startswith(("/", "\\")) or ".." in parts:
+                    raise DataError(f"{archive}: unsafe archive member {member.name!r} (absolute "
+                                    "or leaving the folder); nothing was extracted")
             tar.extractall(destination, filter="data")
     except tarfile.FilterError as exc:
         member = exc.tarinfo.name if exc.tarinfo else "?"

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real CIFAR-10 copy, tiny generated CIFAR files, params files."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_CIFAR10 = REPO.parent / "shared" / "data" / "cifar-10-batches-py"
+
+
+@pytest.fixture
+def real_cifar10() -> Path:
+    if not (REAL_CIFAR10 / "data_batch_1").is_file():
+        pytest.skip(f"the real CIFAR-10 copy is not at {REAL_CIFAR10}")
+    return REAL_CIFAR10
+
+
+def _dump(path: Path, obj: dict) -> None:
+    # protocol 2 with bytes keys, like the original Python 2 files
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+def make_tiny_cifar(root: Path, dataset: str = "cifar10", per_class: int = 4,
+                    test_per_class: int = 2, seed: int = 0) -> Path:
+    """Write a small dataset in the original layout (random pixels); returns its folder."""
+    rng = np.random.default_rng(seed)
+
+    def batch(labels: list[int], label_key: bytes, extra: dict | None = None) -> dict:
+        data = rng.integers(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+        return {b"data": data, label_key: labels, b"batch_label": b"tiny", **(extra or {})}
+
+    if dataset == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        for index in range(1, 6):
+            labels = [c for c in range(10) for _ in range(per_class)]
+            _dump(folder / f"data_batch_{index}", batch(labels, b"labels"))
+        _dump(folder / "test_batch", batch([c for c in range(10) for _ in range(test_per_class)],
+                                           b"labels"))
+        names = [f"class{c}".encode() for c in range(10)]
+        _dump(folder / "batches.meta", {b"label_names": names, b"num_vis": 3072})
+        return folder
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, count in (("train", per_class), ("test", test_per_class)):
+        fine = [c for c in range(100) for _ in range(count)]
+        coarse = [c // 5 for c in fine]
+        _dump(folder / name, batch(fine, b"fine_labels", {b"coarse_labels": coarse}))
+    _dump(folder / "meta", {
+        b"fine_label_names": [f"fine{c}".encode() for c in range(100)],
+        b"coarse_label_names": [f"coarse{c}".encode() for c in range(20)],
+    })
+    return folder
+
+
+def make_archive(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def write_params(path: Path, prepare: dict | None = None, augmentation: dict | None = None,
+                 **sections) -> Path:
+    data = {"prepare": prepare or {}, "augmentation": augmentation or {}, **sections}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path) -> Path:
+    return make_tiny_cifar(tmp_path / "src")
+
+
+def tree_hashes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}

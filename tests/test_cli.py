@@ -1,0 +1,76 @@
+"""The command line: instant --help without TensorFlow, exit codes, one-line errors."""
+
+import subprocess
+import sys
+import time
+
+from pipeline import cli
+from tests.conftest import REPO, write_params
+
+
+def run_cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_help_does_not_import_tensorflow():
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from pipeline.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_tuner', 'mlflow', 'numpy', 'pydantic')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy, 'SECONDS', time.perf_counter() - t)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, timeout=60)
+    assert "prepare" in result.stdout
+    assert "HEAVY [] SECONDS" in result.stdout, result.stdout + result.stderr
+
+
+def test_help_answers_quickly():
+    started = time.perf_counter()
+    result = run_cli("prepare", "--help")
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0 and "--params" in result.stdout
+    # generous bound for a loaded CI machine; TensorFlow alone takes 4-5 s to import
+    assert elapsed < 3, elapsed
+
+
+def test_bad_params_exit_2_with_one_line(tmp_path):
+    params = write_params(tmp_path / "params.yaml", prepare={"val_fraction": 2.0})
+    result = run_cli("prepare", "--params", str(params), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "prepare.val_fraction = 2.0" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_data_error_exit_2(tmp_path, tiny_cifar10):
+    params = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_cifar10)})
+    result = run_cli("prepare", "--params", str(params), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "does not match the published" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_command_exit_2():
+    assert run_cli("tunee").returncode == 2
+
+
+def test_unexpected_failure_exit_1(monkeypatch, capsys):
+    import pipeline.config
+
+    def boom(path):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline.config, "load_params", boom)
+    assert cli.main(["check-params"]) == 1
+    assert "RuntimeError: a bug" in capsys.readouterr().err
+
+
+def test_check_params_prints_resolved_values():
+    result = run_cli("check-params")
+    assert result.returncode == 0, result.stderr
+    assert "val_fraction: 0.1" in result.stdout
