@@ -67,4 +67,6 @@ def build_augmentation(policy: AugmentationParams, seed: int | None = None):
         # a (p, p) range makes p the probability itself, not the top of a drawn range
         stack.append(layers.RandomErasing((policy.erasing, policy.erasing),
                                           value_range=value_range, seed=next_seed()))
+    if not stack:
+        stack.append(layers.Identity())  # an empty Sequential cannot be built
     return keras.Sequential(stack, name="augmentation")

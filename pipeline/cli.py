@@ -26,6 +26,34 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    space = Path(args.space or f"search_spaces/{args.family}.yaml")
+    from pipeline.tune import run_tune  # imports Keras, KerasTuner, MLflow
+
+    run_tune(params, args.family, space, Path(args.data), Path(args.tuning_dir),
+             Path(args.models), Path(args.results))
+    return EXIT_OK
+
+
+def _cmd_show_space(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.spaces import load_space
+
+    family = (yaml.safe_load(Path(args.file).read_text()) or {}).get("family") \
+        if Path(args.file).is_file() else None
+    known = None
+    if family in ("cnn", "fc"):
+        from pipeline.tuning import known_hyperparameters  # imports Keras
+
+        known = known_hyperparameters(family)
+    print(load_space(args.file, known=known).summary())
+    return EXIT_OK
+
+
 def _cmd_check_params(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
@@ -56,10 +84,27 @@ def build_parser() -> argparse.ArgumentParser:
                          help="augmentation preview PNG (%(default)s)")
     prepare.set_defaults(handler=_cmd_prepare)
 
+    tune = commands.add_parser(
+        "tune", help="search one family (cnn or fc), retrain its best configuration",
+        description="KerasTuner search of one family over its search space, every trial "
+                    "recorded in MLflow; then the best configuration is retrained and saved.",
+    )
+    tune.add_argument("--family", required=True, choices=["cnn", "fc"])
+    tune.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
+    tune.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
+    tune.add_argument("--tuning-dir", default="tuning", help="KerasTuner projects (%(default)s)")
+    tune.add_argument("--models", default="models", help="best models (%(default)s)")
+    tune.add_argument("--results", default="results", help="trials tables (%(default)s)")
+    tune.set_defaults(handler=_cmd_tune)
+
+    show = commands.add_parser("show-space", help="validate a search space file and print it")
+    show.add_argument("file", help="for example search_spaces/cnn.yaml")
+    show.set_defaults(handler=_cmd_show_space)
+
     check = commands.add_parser("check-params", help="validate params.yaml and print it")
     check.set_defaults(handler=_cmd_check_params)
 
-    for sub in (prepare, check):
+    for sub in (prepare, tune, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     return parser
 

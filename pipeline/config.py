@@ -57,9 +57,29 @@ class AugmentationParams(Section):
     erasing: Probability = 0.0  # probability of erasing a random rectangle
 
 
+class TuneParams(Section):
+    """The search of each family, and the final training of its best configuration."""
+
+    tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
+    objective: Literal["val_accuracy"] = "val_accuracy"  # maximised; selection never sees test
+    max_trials: Annotated[int, Field(ge=1)] = 20  # cap on trials (Hyperband: a cap on top)
+    max_epochs: Annotated[int, Field(ge=1)] = 4  # most epochs one trial trains
+    hyperband_factor: Annotated[int, Field(ge=2)] = 3
+    patience: Annotated[int, Field(ge=1)] = 2  # early stopping on val_loss, best weights kept
+    budget_minutes: Annotated[float, Field(gt=0)] = 10.0  # wall clock of one family's search
+    search_train_per_class: Annotated[int, Field(ge=1)] | None = None  # subset for the search
+    final_epochs: Annotated[int, Field(ge=1)] = 10  # retraining of the best configuration
+    final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
+    max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
+    seed: Annotated[int, Field(ge=0)] = 1
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
+    experiment: str = "cifar-automl"
+
+
 class Params(Section):
     prepare: PrepareParams = PrepareParams()
     augmentation: AugmentationParams = AugmentationParams()
+    tune: TuneParams = TuneParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -79,3 +79,46 @@ def tiny_cifar10(tmp_path) -> Path:
 
 def tree_hashes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+TINY_CNN_SPACE = """
+family: cnn
+hyperparameters:
+  stages: {type: int, min: 1, max: 2, default: 1}
+  convs_per_stage: {type: int, min: 1, max: 2, default: 1}
+  base_filters: {type: choice, values: [8, 12], default: 8}
+  batch_norm: {type: boolean, default: true}
+  optimizer: {type: choice, values: [nesterov, adam], default: nesterov}
+  momentum: {type: float, min: 0.8, max: 0.95, default: 0.9, when: {optimizer: [nesterov]}}
+  learning_rate: {type: float, min: 0.001, max: 0.05, sampling: log, default: 0.01}
+  batch_size: {type: fixed, value: 64}
+"""
+
+TINY_FC_SPACE = """
+family: fc
+hyperparameters:
+  layers: {type: int, min: 1, max: 2, default: 1}
+  units: {type: choice, values: [32, 64], default: 32}
+  optimizer: {type: choice, values: [adam, adamw], default: adam}
+  learning_rate: {type: float, min: 0.0005, max: 0.005, sampling: log, default: 0.001}
+  batch_size: {type: fixed, value: 64}
+"""
+
+TINY_PREPARE = {"train_per_class": 20, "val_fraction": 0.01, "test_per_class": 10,
+                "preview_images": 2, "preview_samples": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    """Prepared data from the real CIFAR-10: 200 training, 500 validation, 100 test images."""
+    if not (REAL_CIFAR10 / "data_batch_1").is_file():
+        pytest.skip(f"the real CIFAR-10 copy is not at {REAL_CIFAR10}")
+    from pipeline.config import load_params
+    from pipeline.prepare import run_prepare
+
+    root = tmp_path_factory.mktemp("tiny-prepared")
+    params_file = write_params(root / "params.yaml",
+                               prepare={"source": str(REAL_CIFAR10), **TINY_PREPARE})
+    out = root / "data" / "prepared"
+    run_prepare(load_params(params_file), params_file, out, root / "preview.png")
+    return out

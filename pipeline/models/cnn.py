@@ -1,0 +1,67 @@
+"""The CNN family: a stem conv, then stages of convs between max-pooling layers.
+
+Stage s has width base_filters * filter_growth**(s+1): one conv changes the width, max-pooling
+halves the resolution, then the stage's remaining convs, optionally with a residual connection
+around them. With 3 stages of 3 convs, base 16, growth 2, batch norm, a global max-pool head and
+logits scaled by 0.125, this is the ResNet-9 (Myrtle) layout.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from pipeline.models.stem import input_stem
+
+CNN_DEFAULTS = {
+    "stages": 3,
+    "convs_per_stage": 3,
+    "base_filters": 16,
+    "filter_growth": 2.0,
+    "kernel_size": 3,
+    "residual": True,
+    "batch_norm": True,
+    "activation": "relu",  # relu | tanh | sigmoid (the vanishing-gradient lesson) | gelu
+    "dropout": 0.0,
+    "head": "global_max",  # flatten | global_avg | global_max
+    "dense_units": 0,  # 0: straight to the classifier
+    "logit_scale": 0.125,  # keeps the first losses small at high learning rates
+}
+
+
+def _conv(x, filters: int, cfg: dict, name: str):
+    x = layers.Conv2D(filters, cfg["kernel_size"], padding="same",
+                      use_bias=not cfg["batch_norm"], name=f"{name}_conv")(x)
+    if cfg["batch_norm"]:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation(cfg["activation"], name=f"{name}_act")(x)
+
+
+def build_cnn(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
+    inputs, x = input_stem(data_stats, policy, seed)
+    x = _conv(x, cfg["base_filters"], cfg, "stem")
+    for stage in range(cfg["stages"]):
+        width = int(round(cfg["base_filters"] * cfg["filter_growth"] ** (stage + 1)))
+        x = _conv(x, width, cfg, f"s{stage + 1}_in")
+        x = layers.MaxPooling2D(2, name=f"s{stage + 1}_pool")(x)
+        if cfg["convs_per_stage"] > 1:
+            y = x
+            for index in range(cfg["convs_per_stage"] - 1):
+                y = _conv(y, width, cfg, f"s{stage + 1}_c{index + 1}")
+            x = layers.Add(name=f"s{stage + 1}_residual")([x, y]) if cfg["residual"] else y
+    if cfg["head"] == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    elif cfg["head"] == "global_avg":
+        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    else:
+        x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    if cfg["dropout"]:
+        x = layers.Dropout(cfg["dropout"], name="head_dropout")(x)
+    if cfg["dense_units"]:
+        x = layers.Dense(cfg["dense_units"], activation=cfg["activation"], name="head_dense")(x)
+        if cfg["dropout"]:
+            x = layers.Dropout(cfg["dropout"], name="dense_dropout")(x)
+    x = layers.Dense(num_classes, name="logits")(x)
+    if cfg["logit_scale"] != 1:
+        x = layers.Rescaling(cfg["logit_scale"], name="logit_scale")(x)
+    return keras.Model(inputs, x, name="cnn")

@@ -1,0 +1,18 @@
+"""The front every model shares: uint8 pixels in, augmentation (training only), normalisation."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from pipeline.augment import build_augmentation
+
+
+def input_stem(data_stats: dict, policy, seed: int | None = None):
+    """Returns (inputs, x): x is the augmented (in training) and normalised image batch."""
+    inputs = keras.Input(shape=(32, 32, 3), name="image")
+    x = build_augmentation(policy, seed=seed)(inputs)
+    mean = [255.0 * m for m in data_stats["mean"]]
+    variance = [(255.0 * s) ** 2 for s in data_stats["std"]]
+    x = layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
+    return inputs, x

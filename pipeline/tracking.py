@@ -1,0 +1,149 @@
+"""Every MLflow convention in one place: store, experiment, parent and child runs, retries.
+
+One parent run per search, one nested child run per trial (tag ``mlflow.parentRunId``, which
+is what the UI nests by). Runs are written through ``MlflowClient`` with explicit run ids, so
+no global "active run" state leaks between trials. A logging failure is retried and then
+reported; it never stops a search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
+STATUS_OF_TRIAL = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "INVALID": "FAILED"}
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """params.yaml's tune.tracking_uri, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri[len("sqlite:///"):])
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+class Tracker:
+    """Writes runs into one experiment; every call is retried, failures counted, never raised."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: Path = DEFAULT_ARTIFACT_ROOT,
+                 retries: int = 3):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.retries = retries
+        self.failures = 0
+        found = self.client.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            location = Path(artifact_root).resolve() / experiment
+            self.experiment_id = self.client.create_experiment(experiment,
+                                                               artifact_location=location.as_uri())
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        delay = 0.5
+        for attempt in range(1, self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # the store may be busy, remote, or down
+                if attempt == self.retries:
+                    self.failures += 1
+                    log.warning("MLflow: %s failed after %d attempts (%s); the search goes on",
+                                what, attempt, exc)
+                    return None
+                time.sleep(delay)
+                delay *= 2
+
+    # --- searches -----------------------------------------------------------------------------
+    def start_search(self, search_key: str, name: str, tags: dict, params: dict) -> str | None:
+        """The parent run of a search: reopened if an earlier attempt did not finish."""
+        from mlflow.entities import RunStatus
+
+        runs = self._call("look up the search run", self.client.search_runs,
+                          [self.experiment_id],
+                          filter_string=f"tags.search_key = '{search_key}'",
+                          order_by=["attributes.start_time DESC"], max_results=1) or []
+        if runs and runs[0].info.status != "FINISHED":
+            run_id = runs[0].info.run_id
+            self._call("reopen the search run", self.client.update_run, run_id,
+                       status=RunStatus.to_string(RunStatus.RUNNING))
+            self.close_dangling_children(run_id)
+            log.info("MLflow: resuming search run %s", run_id)
+            return run_id
+        run = self._call("create the search run", self.client.create_run, self.experiment_id,
+                         run_name=name, tags={**tags, "search_key": search_key})
+        if run is None:
+            return None
+        run_id = run.info.run_id
+        self.log_params(run_id, params)
+        return run_id
+
+    def close_dangling_children(self, parent_id: str) -> int:
+        """Mark trials left RUNNING by a killed process as KILLED; returns how many."""
+        children = self._call("list trial runs", self.client.search_runs, [self.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+                                            "and attributes.status = 'RUNNING'") or []
+        for child in children:
+            self._call("close a dangling trial run", self.client.set_terminated,
+                       child.info.run_id, status="KILLED")
+        return len(children)
+
+    def end_search(self, run_id: str | None, status: str = "FINISHED") -> None:
+        if run_id:
+            self._call("end the search run", self.client.set_terminated, run_id, status=status)
+
+    # --- trials -------------------------------------------------------------------------------
+    def start_trial(self, parent_id: str | None, name: str, params: dict, tags: dict) -> str | None:
+        if parent_id is None:
+            return None
+        run = self._call("create a trial run", self.client.create_run, self.experiment_id,
+                         run_name=name, tags={"mlflow.parentRunId": parent_id, **tags})
+        if run is None:
+            return None
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str | None, params: dict) -> None:
+        from mlflow.entities import Param
+
+        if not run_id or not params:
+            return
+        items = [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
+            self._call("log params", self.client.log_batch, run_id,
+                       params=items[start:start + 100])
+
+    def log_metrics(self, run_id: str | None, metrics: dict, step: int = 0) -> None:
+        """All metrics of one step in a single call (each store round trip costs ms)."""
+        from mlflow.entities import Metric
+
+        if not run_id:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
+
+    def set_tags(self, run_id: str | None, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        if run_id and tags:
+            self._call("set tags", self.client.log_batch, run_id,
+                       tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
+        if run_id:
+            self._call(f"log artifact {path}", self.client.log_artifact, run_id, str(path),
+                       folder)
+
+    def end_run(self, run_id: str | None, status: str) -> None:
+        if run_id:
+            self._call("end a run", self.client.set_terminated, run_id, status=status)

@@ -1,0 +1,88 @@
+"""Search-space files: validation errors name the file and key; conditions reach KerasTuner."""
+
+import keras_tuner as kt
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.spaces import load_space
+from pipeline.tuning import known_hyperparameters
+from tests.conftest import REPO
+
+
+def write(tmp_path, body: str):
+    path = tmp_path / "space.yaml"
+    path.write_text("family: cnn\nhyperparameters:\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("family", ["cnn", "fc"])
+def test_shipped_spaces_are_valid(family):
+    space = load_space(REPO / "search_spaces" / f"{family}.yaml", family=family,
+                       known=known_hyperparameters(family))
+    assert "learning_rate" in space.names() and "optimizer" in space.names()
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        ("  dropout: {type: gaussian, min: 0, max: 1}\n", "hyperparameters.dropout.type",
+         "unknown type"),
+        ("  optimizer: {type: choice, values: []}\n", "hyperparameters.optimizer.values",
+         "non-empty list"),
+        ("  dropout: {type: float, min: 0.5, max: 0.1}\n", "hyperparameters.dropout.min",
+         "greater than max"),
+        ("  momentum: {type: float, min: 0.8, max: 0.9, when: {optimiser: [sgd]}}\n",
+         "hyperparameters.momentum.when", "unknown parent"),
+        ("  learning_rate: {type: float, min: 0, max: 0.1, sampling: log}\n",
+         "hyperparameters.learning_rate.min", "log sampling needs min > 0"),
+        ("  stages: {type: int, min: 1, max: 4, defualt: 2}\n", "hyperparameters.stages.defualt",
+         "unknown key"),
+        ("  learning_rate: {type: float, min: 1e-4, max: 0.1}\n",
+         "hyperparameters.learning_rate.min", "should be a number"),
+        ("  optimizer: {type: choice, values: [sgd, adam]}\n"
+         "  momentum: {type: float, min: 0.8, max: 0.9, when: {optimizer: [nadam]}}\n",
+         "hyperparameters.momentum.when", "not a value optimizer can take"),
+        ("  dropuot: {type: float, min: 0.0, max: 0.5}\n", "hyperparameters.dropuot",
+         "unknown hyperparameter"),
+    ],
+)
+def test_bad_space_entries(tmp_path, body, key, problem):
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_space(path, known=known_hyperparameters("cnn"))
+    message = str(info.value)
+    assert message.startswith(str(path)) and f": {key}" in message and problem in message
+    assert "\n" not in message
+
+
+def test_conditions_and_fixed_values_reach_keras_tuner(tmp_path):
+    path = write(tmp_path, (
+        "  optimizer: {type: choice, values: [nesterov, adam], default: adam}\n"
+        "  momentum: {type: float, min: 0.8, max: 0.95, default: 0.9,"
+        " when: {optimizer: [nesterov]}}\n"
+        "  batch_size: {type: fixed, value: 64}\n"
+        "  aug_flip: {type: boolean, default: true}\n"
+    ))
+    space = load_space(path)
+    hp = kt.HyperParameters()
+    values = space.declare(hp)
+    assert values == {"optimizer": "adam", "batch_size": 64, "aug_flip": True}  # momentum off
+    trial_hp = kt.HyperParameters()
+    trial_hp.values["optimizer"] = "nesterov"  # as the oracle would set it for a trial
+    assert space.declare(trial_hp)["momentum"] == 0.9
+    assert "only when optimizer in ['nesterov']" in space.summary()
+
+
+def test_show_space_command(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pipeline", "show-space",
+                             "search_spaces/cnn.yaml"], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "learning_rate" in result.stdout and "(log)" in result.stdout
+    bad = write(tmp_path, "  stages: {type: int, min: 3, max: 1}\n")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "hyperparameters.stages.min" in result.stderr

@@ -1,0 +1,219 @@
+"""Searches on the real CIFAR-10 (tiny subsets): MLflow records, failures, budget, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from pipeline.config import load_params
+from pipeline.errors import UserError
+from pipeline.tracking import Tracker
+from tests.conftest import REAL_CIFAR10, REPO, TINY_CNN_SPACE, write_params
+
+FAILING_SPACE = """
+family: cnn
+hyperparameters:
+  stages: {type: fixed, value: 1}
+  convs_per_stage: {type: fixed, value: 1}
+  base_filters: {type: fixed, value: 8}
+  batch_norm: {type: fixed, value: false}
+  logit_scale: {type: fixed, value: 1.0}
+  optimizer: {type: fixed, value: sgd}
+  schedule: {type: fixed, value: constant}
+  kernel_size: {type: choice, values: [3, 0]}                # 0: the build raises
+  learning_rate: {type: choice, values: [0.01, 1.0e+12]}     # 1e12: the loss turns NaN
+  batch_size: {type: fixed, value: 64}
+"""
+
+
+def setup_search(tmp_path, space=TINY_CNN_SPACE, family="cnn", **tune):
+    tune = {"tuner": "random", "max_trials": 3, "max_epochs": 1, "final_epochs": 1,
+            "tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db", **tune}
+    params_file = write_params(tmp_path / "params.yaml", prepare={"source": str(REAL_CIFAR10)},
+                               tune=tune)
+    space_file = tmp_path / f"{family}.yaml"
+    space_file.write_text(space)
+    return params_file, space_file
+
+
+def run_search(tmp_path, prepared, monkeypatch, family="cnn", space=TINY_CNN_SPACE, **tune):
+    from pipeline.tune import run_tune
+
+    monkeypatch.chdir(tmp_path)  # mlruns/artifacts is relative to the working folder
+    params_file, space_file = setup_search(tmp_path, space, family, **tune)
+    return run_tune(load_params(params_file), family, space_file, prepared, tmp_path / "tuning",
+                    tmp_path / "models", tmp_path / "results")
+
+
+def runs(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "cifar-automl")
+    runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return tracker, parents, children
+
+
+def read_csv(path):
+    import csv
+
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_nan_and_raising_trials_fail_and_the_search_goes_on(tmp_path, tiny_prepared,
+                                                            monkeypatch):
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, space=FAILING_SPACE, max_trials=4,
+                      max_consecutive_failures=10)
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert len(rows) == 4
+    statuses = sorted(row["status"] for row in rows)
+    assert statuses == ["COMPLETED", "FAILED", "FAILED", "FAILED"]
+    errors = " | ".join(row["error"] for row in rows)
+    assert "NaN" in errors and "kernel_size" in errors
+    assert best["hyperparameters"]["kernel_size"] == 3
+    assert best["hyperparameters"]["learning_rate"] == 0.01
+    assert (tmp_path / "models" / "cnn" / "best.keras").is_file()
+
+    _, parents, children = runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FAILED", "FAILED", "FINISHED"]
+    nan_run = [c for c in children if c.data.params.get("learning_rate") == "1000000000000.0"
+               and c.data.params.get("kernel_size") == "3"]
+    assert nan_run and nan_run[0].info.status == "FAILED"
+    assert "NaN" in nan_run[0].data.tags["error"]
+
+
+def test_consecutive_failures_stop_the_search_with_a_clear_error(tmp_path, tiny_prepared,
+                                                                 monkeypatch):
+    space = FAILING_SPACE.replace("values: [3, 0]", "values: [0, 0]")
+    space = space.replace("{type: choice, values: [0, 0]}", "{type: fixed, value: 0}")
+    with pytest.raises(UserError, match="cnn search stopped: Number of consecutive failures"):
+        run_search(tmp_path, tiny_prepared, monkeypatch, space=space, max_trials=5,
+                   max_consecutive_failures=2)
+    _, parents, children = runs(tmp_path)
+    assert parents[0].info.status == "FAILED"
+    assert [c.info.status for c in children] == ["FAILED", "FAILED"]
+    assert not (tmp_path / "models" / "cnn" / "best.keras").exists()
+
+
+def test_all_trials_failed_is_an_error_not_a_success(tmp_path, tiny_prepared, monkeypatch):
+    space = FAILING_SPACE.replace("{type: choice, values: [3, 0]}", "{type: fixed, value: 0}")
+    with pytest.raises(UserError, match="all 2 trials failed; first error: .*kernel_size"):
+        run_search(tmp_path, tiny_prepared, monkeypatch, space=space, max_trials=2,
+                   max_consecutive_failures=3)
+
+
+def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
+    budget_s = 4.0
+    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=3,
+               budget_minutes=budget_s / 60)
+    _, parents, children = runs(tmp_path)
+    search_start = parents[0].info.start_time / 1000
+    assert 1 <= len(children) < 50
+    for child in children:
+        assert child.info.start_time / 1000 <= search_start + budget_s + 1.0
+        assert child.info.status in ("FINISHED", "FAILED")
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert len(rows) == len(children)
+
+
+def test_child_runs_hold_every_hyperparameter_and_per_epoch_metrics(tmp_path, tiny_prepared,
+                                                                     monkeypatch):
+    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=2, patience=5)
+    tracker, parents, children = runs(tmp_path)
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.data.tags["family"] == "cnn" and parent.data.tags["tuner"] == "random"
+    assert "final_val_accuracy" in parent.data.metrics
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"stages", "base_filters", "learning_rate", "optimizer"} <= set(child.data.params)
+        history = tracker.client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        for name in ("loss", "accuracy", "val_loss", "learning_rate", "epoch_seconds"):
+            assert len(tracker.client.get_metric_history(child.info.run_id, name)) == 2
+        assert child.data.metrics["trainable_params"] > 0
+
+
+def _cli_env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
+    params_file, space_file = setup_search(tmp_path, max_trials=3, max_epochs=6, patience=10)
+    command = [sys.executable, "-m", "pipeline", "tune", "--family", "cnn", "--params",
+               str(params_file), "--space", str(space_file), "--data", str(tiny_prepared),
+               "--tuning-dir", "tuning", "--models", "models", "--results", "results"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=_cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_trial = None
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.3)
+            if not (tmp_path / "mlruns" / "mlflow.db").exists():
+                continue
+            _, _, children = runs(tmp_path)
+            finished = [c for c in children if c.info.status == "FINISHED"]
+            running = [c for c in children if c.info.status == "RUNNING"]
+            if finished and running:
+                killed_trial = running[0].data.tags["trial_id"]
+                process.send_signal(signal.SIGKILL)
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+    assert killed_trial is not None, "never caught the search mid-trial"
+    _, _, before = runs(tmp_path)
+    finished_before = {c.data.tags["trial_id"] for c in before if c.info.status == "FINISHED"}
+
+    result = subprocess.run(command, cwd=tmp_path, env=_cli_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    _, parents, children = runs(tmp_path)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_status = {}
+    for child in children:
+        by_status.setdefault(child.info.status, []).append(child.data.tags["trial_id"])
+    assert sorted(by_status["FINISHED"]) == sorted(set(by_status["FINISHED"]))  # no duplicates
+    assert len(by_status["FINISHED"]) == 3
+    assert by_status.get("KILLED") == [killed_trial]  # the dangling run was closed
+    for trial_id in finished_before:  # completed trials were not redone
+        assert sum(c.data.tags["trial_id"] == trial_id for c in children) == 1
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert sorted(r["trial_id"] for r in rows) == sorted(by_status["FINISHED"])
+
+
+def test_tiny_search_on_the_jax_backend(tmp_path, tiny_prepared):
+    pytest.importorskip("jax")
+    params_file, space_file = setup_search(tmp_path, max_trials=2, max_epochs=1)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "tune", "--family", "cnn", "--params",
+         str(params_file), "--space", str(space_file), "--data", str(tiny_prepared),
+         "--tuning-dir", "tuning", "--models", "models", "--results", "results"],
+        cwd=tmp_path, env={**_cli_env(), "KERAS_BACKEND": "jax"}, capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    _, parents, children = runs(tmp_path)
+    assert parents[0].data.tags["keras_backend"] == "jax"
+    assert len(children) == 2
+
+
+def test_config_of_tune_section_is_validated(tmp_path):
+    params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
+                          tune={"tuner": "grid"})
+    with pytest.raises(UserError, match="tune.tuner = 'grid'"):
+        load_params(params)
+    params.write_text(yaml.safe_dump({"prepare": {"source": str(tmp_path)},
+                                      "tune": {"budget_minutes": -1}}))
+    with pytest.raises(UserError, match="tune.budget_minutes = -1"):
+        load_params(params)
