@@ -112,8 +112,12 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     log.info("%s search: %d trials (%d failed), best val_accuracy %.4f (trial %s)", family,
              len(rows), len(rows) - len(completed), best_trial.score, best_trial.trial_id)
 
+    best_row = next(r for r in rows if r["trial_id"] == best_trial.trial_id)
+    epochs = final_epochs_within_budget(t.final_epochs, 60 * t.final_budget_minutes,
+                                        best_row.get("seconds_per_epoch"),
+                                        len(y_train) / max(1, len(search_idx)))
     model, final = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t,
-                                 verbose, tracker, parent, family)
+                                 epochs, verbose, tracker, parent, family)
     tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
     model_path = models_dir / family / "best.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +138,19 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     return best
 
 
-def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbose, tracker,
-                  parent, family):
+def final_epochs_within_budget(wanted: int, budget_s: float, search_epoch_s: float | None,
+                               data_ratio: float) -> int:
+    """Epochs of the final training that fit its budget, so its learning-rate schedule runs
+    to the end instead of being cut off: the best trial's measured seconds per epoch, scaled
+    from the search subset to the whole training split, with 10% to spare."""
+    if not search_epoch_s:
+        return wanted
+    estimated = search_epoch_s * data_ratio
+    return max(1, min(wanted, int(0.9 * budget_s / estimated)))
+
+
+def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs, verbose,
+                  tracker, parent, family):
     """Train the best configuration afresh on the whole training split, selected on val.
 
     Logged on the search's parent run as final_* metrics, so its child runs are the trials.
@@ -146,7 +161,7 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbos
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
-    hypermodel.n_train, hypermodel.schedule_epochs = len(y_train), t.final_epochs
+    hypermodel.n_train, hypermodel.schedule_epochs = len(y_train), epochs
     model = hypermodel.build(best_hp)
     deadline = Deadline(time.monotonic() + 60 * t.final_budget_minutes)
     guard = NaNGuard()
@@ -156,11 +171,11 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbos
             tracker.log_metrics(parent, {f"final_{k}": float(v) for k, v in (logs or {}).items()},
                                 epoch)
 
-    log.info("final training of the best %s configuration: up to %d epochs, %.1f min",
-             family, t.final_epochs, t.final_budget_minutes)
+    log.info("final training of the best %s configuration: %d epochs (of %d wanted) in at "
+             "most %.1f min", family, epochs, t.final_epochs, t.final_budget_minutes)
     started = time.monotonic()
     history = hypermodel.fit(best_hp, model, x_train, y_train, validation_data=(x_val, y_val),
-                             epochs=t.final_epochs, verbose=verbose,
+                             epochs=epochs, verbose=verbose,
                              callbacks=[_early_stopping(t.patience + 2), guard, deadline, _Log()])
     val_loss, val_accuracy = model.evaluate(x_val, y_val, batch_size=512, verbose=0)
     final = {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),

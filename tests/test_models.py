@@ -79,3 +79,13 @@ def test_schedules_end_no_higher_than_they_start(name):
 def test_every_optimizer_builds(optimizer):
     opt = make_optimizer({**RECIPE_DEFAULTS, "optimizer": optimizer}, total_steps=10)
     assert opt is not None
+
+
+def test_final_epochs_fit_the_budget():
+    from pipeline.tune import final_epochs_within_budget
+
+    # 20 s per epoch on a 10k subset -> 90 s on 45k; 14 minutes hold 8 such epochs (10% spare)
+    assert final_epochs_within_budget(12, 14 * 60, 20.0, 4.5) == 8
+    assert final_epochs_within_budget(12, 60 * 60, 20.0, 4.5) == 12
+    assert final_epochs_within_budget(12, 10, 20.0, 4.5) == 1
+    assert final_epochs_within_budget(5, 60, None, 4.5) == 5
