@@ -60,6 +60,9 @@ class AugmentationParams(Section):
 class TuneParams(Section):
     """The search of each family, and the final training of its best configuration."""
 
+    # laptop: as set below. gpu: the same, plus mixed precision and the search on the whole
+    # training split (search_train_per_class ignored); raise the budgets to taste.
+    profile: Literal["laptop", "gpu"] = "laptop"
     tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
     objective: Literal["val_accuracy"] = "val_accuracy"  # maximised; selection never sees test
     max_trials: Annotated[int, Field(ge=1)] = 20  # cap on trials (Hyperband: a cap on top)

@@ -40,13 +40,17 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.retries = retries
         self.failures = 0
-        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = self._call("open the experiment", self._experiment, experiment,
+                                        Path(artifact_root))
+        if self.experiment_id is None:
+            log.warning("MLflow: tracking is off for this run (store %s unreachable)", uri)
+
+    def _experiment(self, name: str, artifact_root: Path) -> str:
+        found = self.client.get_experiment_by_name(name)
         if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = Path(artifact_root).resolve() / experiment
-            self.experiment_id = self.client.create_experiment(experiment,
-                                                               artifact_location=location.as_uri())
+            return found.experiment_id
+        location = artifact_root.resolve() / name
+        return self.client.create_experiment(name, artifact_location=location.as_uri())
 
     def _call(self, what: str, fn, *args, **kwargs):
         delay = 0.5
@@ -67,6 +71,8 @@ class Tracker:
         """The parent run of a search: reopened if an earlier attempt did not finish."""
         from mlflow.entities import RunStatus
 
+        if self.experiment_id is None:
+            return None
         runs = self._call("look up the search run", self.client.search_runs,
                           [self.experiment_id],
                           filter_string=f"tags.search_key = '{search_key}'",

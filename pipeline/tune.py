@@ -54,8 +54,12 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     meta = store.load_meta(data_dir)
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
     x_val, y_val = (np.asarray(a) for a in store.load_split(data_dir, "val"))
-    search_idx = per_class_subset(y_train, t.search_train_per_class, t.seed)
+    subset = None if t.profile == "gpu" else t.search_train_per_class
+    search_idx = per_class_subset(y_train, subset, t.seed)
     keras.utils.set_random_seed(t.seed)
+    if t.profile == "gpu":
+        # float16 compute with a loss scale (Keras adds it when compiling under this policy)
+        keras.mixed_precision.set_global_policy("mixed_float16")
 
     data_hash = meta["outputs"]["train_images.npy"]["sha256"][:12]
     search_key = _search_key(family, space_file, t, data_hash, params.augmentation)

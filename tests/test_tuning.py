@@ -217,3 +217,44 @@ def test_config_of_tune_section_is_validated(tmp_path):
                                       "tune": {"budget_minutes": -1}}))
     with pytest.raises(UserError, match="tune.budget_minutes = -1"):
         load_params(params)
+
+
+def test_logging_failures_are_retried_and_never_stop_the_search(tmp_path, tiny_prepared,
+                                                                monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    real_log_batch = MlflowClient.log_batch
+    calls = {"n": 0}
+
+    def flaky_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
+        calls["n"] += 1
+        if metrics and any(m.key == "val_loss" for m in metrics):
+            raise ConnectionError("store unreachable (simulated)")  # every epoch's metrics
+        if calls["n"] % 2 == 0:
+            raise ConnectionError("store busy (simulated)")  # succeeds on the retry
+        return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", flaky_log_batch)
+    monkeypatch.setattr("pipeline.tracking.time.sleep", lambda s: None)
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=1)
+    assert best["search_score"] > 0
+    assert "MLflow: log metrics failed after 3 attempts" in caplog.text
+    _, parents, children = runs(tmp_path)
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    assert all("learning_rate" in c.data.params for c in children)  # params went through
+
+
+def test_unreachable_tracking_server_does_not_stop_the_search(tmp_path, tiny_prepared,
+                                                              monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    monkeypatch.setattr("pipeline.tracking.time.sleep", lambda s: None)
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
+                      tracking_uri=f"http://127.0.0.1:{port}")
+    assert best["search_score"] > 0
+    assert "tracking is off" in caplog.text

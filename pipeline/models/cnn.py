@@ -61,7 +61,8 @@ def build_cnn(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
         x = layers.Dense(cfg["dense_units"], activation=cfg["activation"], name="head_dense")(x)
         if cfg["dropout"]:
             x = layers.Dropout(cfg["dropout"], name="dense_dropout")(x)
-    x = layers.Dense(num_classes, name="logits")(x)
+    # logits stay float32 under mixed precision
+    x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     if cfg["logit_scale"] != 1:
-        x = layers.Rescaling(cfg["logit_scale"], name="logit_scale")(x)
+        x = layers.Rescaling(cfg["logit_scale"], dtype="float32", name="logit_scale")(x)
     return keras.Model(inputs, x, name="cnn")

@@ -30,5 +30,6 @@ def build_fc(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
         if cfg["dropout"]:
             x = layers.Dropout(cfg["dropout"], name=f"dropout{index + 1}")(x)
         width *= cfg["shrink"]
-    x = layers.Dense(num_classes, name="logits")(x)
+    # logits stay float32 under mixed precision
+    x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, x, name="fc")
