@@ -7,9 +7,46 @@ model, which keeps it backend-agnostic). Inputs are float pixels in [0, 255].
 
 from __future__ import annotations
 
+import keras
+from keras import layers, ops
+
 from pipeline.config import AugmentationParams
 
-IMAGE_SIZE = 32
+
+@keras.saving.register_keras_serializable(package="cifar_automl")
+class RandomPadCrop(layers.Layer):
+    """Pad by ``padding`` pixels (reflected), then crop back at a random offset per image.
+
+    Keras's RandomCrop draws one offset per batch (and returns the input uncropped at
+    inference); this draws one per image, with two gathers, which costs next to nothing.
+    """
+
+    def __init__(self, padding: int, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        if not training or not self.padding:
+            return images
+        p = self.padding
+        shape = ops.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+        offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator,
+                                       dtype="int32")
+        rows = offsets[:, 0:1] + ops.arange(height, dtype="int32")[None, :]
+        cols = offsets[:, 1:2] + ops.arange(width, dtype="int32")[None, :]
+        out = ops.take_along_axis(padded, rows[:, :, None, None], axis=1)
+        return ops.take_along_axis(out, cols[:, None, :, None], axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "seed": self.seed}
+
 
 
 def describe(policy: AugmentationParams) -> str:
@@ -31,9 +68,6 @@ def describe(policy: AugmentationParams) -> str:
 
 def build_augmentation(policy: AugmentationParams, seed: int | None = None):
     """A ``keras.Sequential`` applying the policy (identity when every part is off)."""
-    import keras
-    from keras import layers
-
     value_range = (0, 255)
 
     def next_seed():
@@ -44,11 +78,7 @@ def build_augmentation(policy: AugmentationParams, seed: int | None = None):
     if policy.flip:
         stack.append(layers.RandomFlip("horizontal", seed=next_seed()))
     if policy.crop_padding:
-        # A shift of up to N pixels with reflected borders, drawn per image, is padding by N and
-        # cropping back to 32x32 at a random position (RandomCrop draws one position per batch).
-        shift = policy.crop_padding / IMAGE_SIZE
-        stack.append(layers.RandomTranslation(shift, shift, fill_mode="reflect",
-                                              interpolation="nearest", seed=next_seed()))
+        stack.append(RandomPadCrop(policy.crop_padding, seed=next_seed()))
     if policy.rotation:
         stack.append(layers.RandomRotation(policy.rotation / 360, fill_mode="reflect",
                                            seed=next_seed()))

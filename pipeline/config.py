@@ -8,7 +8,7 @@ Each DVC stage reads only its own sections, so DVC reruns exactly what a change 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +57,15 @@ class AugmentationParams(Section):
     erasing: Probability = 0.0  # probability of erasing a random rectangle
 
 
+class FamilyOverrides(Section):
+    """Budget keys of the tune section, set for one family only."""
+
+    max_trials: Annotated[int, Field(ge=1)] | None = None
+    budget_minutes: Annotated[float, Field(gt=0)] | None = None
+    final_epochs: Annotated[int, Field(ge=1)] | None = None
+    final_budget_minutes: Annotated[float, Field(gt=0)] | None = None
+
+
 class TuneParams(Section):
     """The search of each family, and the final training of its best configuration."""
 
@@ -77,6 +86,15 @@ class TuneParams(Section):
     seed: Annotated[int, Field(ge=0)] = 1
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
     experiment: str = "cifar-automl"
+    per_family: dict[Literal["cnn", "fc"], FamilyOverrides] = {}
+
+    def for_family(self, family: str) -> TuneParams:
+        """These settings with the family's overrides applied."""
+        overrides = self.per_family.get(family)
+        if overrides is None:
+            return self
+        changes = {k: v for k, v in overrides.model_dump().items() if v is not None}
+        return self.model_copy(update=changes)
 
 
 class Params(Section):
@@ -151,14 +169,19 @@ def _key_path(loc: tuple) -> tuple[list[str], type[BaseModel] | None]:
     parts: list[str] = []
     model: type[BaseModel] | None = Params
     parent = model
-    for part in loc:
-        if model is None or not isinstance(part, str):
+    loc = list(loc)
+    while loc:
+        part = loc.pop(0)
+        if model is None or not isinstance(part, str) or part == "[key]":
             break
         parts.append(part)
         parent = model
         if part not in model.model_fields:
             break  # an unknown key
         annotation = model.model_fields[part].annotation
+        if get_origin(annotation) is dict and loc:  # a mapping: its key, then its value model
+            parts.append(str(loc.pop(0)))
+            annotation = get_args(annotation)[1]
         is_section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         model = annotation if is_section else None
     return parts, parent

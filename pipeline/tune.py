@@ -49,7 +49,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         make_tuner,
     )
 
-    t = params.tune
+    t = params.tune.for_family(family)
     space = load_space(space_file, family=family, known=known_hyperparameters(family))
     meta = store.load_meta(data_dir)
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
@@ -228,7 +228,8 @@ def _write_trials_csv(path: Path, rows: list[dict]) -> None:
 def _search_key(family, space_file: Path, tune, data_hash: str, augmentation) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
     settings = tune.model_dump(exclude={"budget_minutes", "final_epochs",
-                                        "final_budget_minutes", "tracking_uri"})
+                                        "final_budget_minutes", "max_trials", "tracking_uri",
+                                        "per_family"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

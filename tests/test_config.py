@@ -95,3 +95,15 @@ def test_invalid_yaml_names_line(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_per_family_overrides(tmp_path, tiny_cifar10):
+    path = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_cifar10)},
+                        tune={"budget_minutes": 8, "per_family": {"fc": {"budget_minutes": 2}}})
+    tune = load_params(path).tune
+    assert tune.for_family("fc").budget_minutes == 2
+    assert tune.for_family("cnn").budget_minutes == 8
+    path = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_cifar10)},
+                        tune={"per_family": {"mlp": {"budget_minutes": 2}}})
+    with pytest.raises(ConfigError, match="tune.per_family.mlp"):
+        load_params(path)

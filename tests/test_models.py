@@ -89,3 +89,16 @@ def test_final_epochs_fit_the_budget():
     assert final_epochs_within_budget(12, 60 * 60, 20.0, 4.5) == 12
     assert final_epochs_within_budget(12, 10, 20.0, 4.5) == 1
     assert final_epochs_within_budget(5, 60, None, 4.5) == 5
+
+
+def test_pad_crop_draws_a_reflect_padded_window_per_image():
+    from pipeline.augment import RandomPadCrop
+
+    image = np.arange(32 * 32 * 3, dtype="float32").reshape(1, 32, 32, 3)
+    batch = np.repeat(image, 8, axis=0)
+    out = np.asarray(RandomPadCrop(4, seed=1)(batch, training=True))
+    padded = np.pad(image[0], [[4, 4], [4, 4], [0, 0]], mode="reflect")
+    windows = {padded[a:a + 32, b:b + 32].tobytes() for a in range(9) for b in range(9)}
+    assert all(out[i].tobytes() in windows for i in range(8))
+    assert len({out[i].tobytes() for i in range(8)}) > 4  # offsets differ per image
+    np.testing.assert_array_equal(np.asarray(RandomPadCrop(4)(batch, training=False)), batch)
