@@ -119,7 +119,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     best_row = next(r for r in rows if r["trial_id"] == best_trial.trial_id)
     epochs = final_epochs_within_budget(t.final_epochs, 60 * t.final_budget_minutes,
                                         best_row.get("seconds_per_epoch"),
-                                        len(y_train) / max(1, len(search_idx)))
+                                        len(search_idx), len(y_train), len(y_val))
     model, final = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t,
                                  epochs, verbose, tracker, parent, family)
     tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
@@ -142,14 +142,19 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     return best
 
 
+EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward)
+
+
 def final_epochs_within_budget(wanted: int, budget_s: float, search_epoch_s: float | None,
-                               data_ratio: float) -> int:
+                               n_search: int, n_train: int, n_val: int) -> int:
     """Epochs of the final training that fit its budget, so its learning-rate schedule runs
-    to the end instead of being cut off: the best trial's measured seconds per epoch, scaled
-    from the search subset to the whole training split, with 10% to spare."""
+    to the end instead of being cut off. The best trial's measured seconds per epoch cover
+    ``n_search`` training and ``n_val`` validation images; rescaled to ``n_train`` training
+    images, with 10% to spare."""
     if not search_epoch_s:
         return wanted
-    estimated = search_epoch_s * data_ratio
+    per_image = search_epoch_s / (n_search + EVAL_COST * n_val)
+    estimated = per_image * (n_train + EVAL_COST * n_val)
     return max(1, min(wanted, int(0.9 * budget_s / estimated)))
 
 

@@ -81,10 +81,10 @@ class TrackedTunerMixin:
         self.tracker, self.parent_run, self.fixed_tags = tracker, parent_run, fixed_tags or {}
         self._runs: dict[str, str | None] = {}
         self._epoch_started = 0.0
-        self._epoch_seconds: dict[str, list[float]] = {}
         self._history: dict[str, list[dict]] = {}
         self._params: dict[str, int] = {}
         self._deadline_callbacks: dict[str, Deadline] = {}
+        self._guards: dict[str, NaNGuard] = {}
 
     def _populate_initial_space(self):
         # The space is declarative: declaring it registers every hyperparameter, conditional
@@ -117,10 +117,7 @@ class TrackedTunerMixin:
         self._runs[trial_id] = self.tracker.start_trial(
             self.parent_run, f"trial-{trial_id}", values,
             {"trial_id": trial_id, **self.fixed_tags}) if self.tracker else None
-        self._epoch_seconds[trial_id], self._history[trial_id] = [], []
-        guard, deadline = NaNGuard(), Deadline(self.oracle.deadline)
-        self._deadline_callbacks[trial_id] = deadline
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline]
+        self._history[trial_id] = []
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except (kt.errors.FatalError, kt.errors.FailedTrialError):
@@ -128,9 +125,19 @@ class TrackedTunerMixin:
         except Exception as exc:  # OOM, a bad configuration, a bug in a layer...
             raise kt.errors.FailedTrialError(f"{type(exc).__name__}: {exc}") from exc
         losses = [h.history.get("loss", []) for h in histories if hasattr(h, "history")]
-        if guard.bad_batch is not None or _nan_in(losses):
+        guard = self._guards.pop(trial_id, None)
+        if (guard and guard.bad_batch is not None) or _nan_in(losses):
             raise kt.errors.FailedTrialError("NaN or infinite loss: training diverged")
         return histories
+
+    def _build_and_fit_model(self, trial, *args, **kwargs):
+        # Added here, after KerasTuner deep-copied the search's callbacks for this trial, so
+        # these very objects watch the training and can be read afterwards.
+        guard, deadline = NaNGuard(), Deadline(self.oracle.deadline)
+        self._guards[trial.trial_id] = guard
+        self._deadline_callbacks[trial.trial_id] = deadline
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline]
+        return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def on_epoch_begin(self, trial, model, epoch, logs=None):
         self._epoch_started = time.perf_counter()
@@ -141,7 +148,6 @@ class TrackedTunerMixin:
         metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         metrics["learning_rate"] = current_learning_rate(model)
         metrics["epoch_seconds"] = seconds
-        self._epoch_seconds[trial_id].append(seconds)
         self._history[trial_id].append({"epoch": epoch, **metrics})
         self._params.setdefault(trial_id, _trainable_params(model))
         if self.tracker:
@@ -171,7 +177,7 @@ class TrackedTunerMixin:
         history = self._history.get(trial_id, [])
         scored = [h for h in history if _finite(h.get("val_accuracy"))]
         best = max(scored, key=lambda h: h["val_accuracy"]) if scored else None
-        seconds = self._epoch_seconds.get(trial_id, [])
+        seconds = [h["epoch_seconds"] for h in history]
         error = (trial.message or "").strip().splitlines()[-1:] if trial.status != "COMPLETED" \
             else []
         deadline = self._deadline_callbacks.pop(trial_id, None)

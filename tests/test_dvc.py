@@ -16,22 +16,34 @@ def _run(args, cwd, env):
     return result.stdout + result.stderr
 
 
-def test_repro_runs_once_then_skips_then_reruns_on_param_change(tmp_path, real_cifar10):
+def make_repo(tmp_path, prepare: dict, tune: dict | None = None, spaces: dict | None = None):
+    """A git + DVC repository holding the project's pipeline and params with the given changes;
+    returns (repo, params, env)."""
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copytree(REPO / "pipeline", repo / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", repo)
+    for family, text in (spaces or {}).items():
+        (repo / "search_spaces").mkdir(exist_ok=True)
+        (repo / "search_spaces" / f"{family}.yaml").write_text(text)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["prepare"].update(source=str(real_cifar10), train_per_class=20, test_per_class=10,
-                             preview_images=2, preview_samples=1)
+    params["prepare"].update(prepare)
+    params["tune"].update(tune or {})
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env.pop("MLFLOW_TRACKING_URI", None)
     _run(["git", "init", "-q"], repo, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
     _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo, env)
+    return repo, params, env
+
+
+def test_repro_runs_once_then_skips_then_reruns_on_param_change(tmp_path, real_cifar10):
+    repo, params, env = make_repo(tmp_path, {
+        "source": str(real_cifar10), "train_per_class": 20, "test_per_class": 10,
+        "preview_images": 2, "preview_samples": 1})
 
     first = _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
     assert "Running stage 'prepare'" in first
@@ -58,26 +70,14 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
     """prepare, then tune@cnn and tune@fc on ~2,000 real images; MLflow holds every trial."""
     from tests.conftest import TINY_CNN_SPACE, TINY_FC_SPACE
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(REPO / "pipeline", repo / "pipeline",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", repo)
-    (repo / "search_spaces").mkdir()
-    (repo / "search_spaces" / "cnn.yaml").write_text(TINY_CNN_SPACE)
-    (repo / "search_spaces" / "fc.yaml").write_text(TINY_FC_SPACE)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["prepare"].update(source=str(real_cifar10), train_per_class=200, val_fraction=0.02,
-                             test_per_class=10, preview_images=2, preview_samples=1)
-    params["tune"].update(tuner="random", max_trials=3, max_epochs=2, budget_minutes=5,
-                          search_train_per_class=None, final_epochs=1, tracking_uri=None)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
-
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    _run(["git", "init", "-q"], repo, env)
-    _run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
+    repo, _, env = make_repo(
+        tmp_path,
+        {"source": str(real_cifar10), "train_per_class": 200, "val_fraction": 0.02,
+         "test_per_class": 10, "preview_images": 2, "preview_samples": 1},
+        {"tuner": "random", "max_trials": 3, "max_epochs": 2, "budget_minutes": 5,
+         "search_train_per_class": None, "final_epochs": 1, "tracking_uri": None,
+         "per_family": {}},
+        {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     for stage in ("prepare", "tune@cnn", "tune@fc"):
         assert f"Running stage '{stage}'" in first

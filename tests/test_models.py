@@ -84,11 +84,12 @@ def test_every_optimizer_builds(optimizer):
 def test_final_epochs_fit_the_budget():
     from pipeline.tune import final_epochs_within_budget
 
-    # 20 s per epoch on a 10k subset -> 90 s on 45k; 14 minutes hold 8 such epochs (10% spare)
-    assert final_epochs_within_budget(12, 14 * 60, 20.0, 4.5) == 8
-    assert final_epochs_within_budget(12, 60 * 60, 20.0, 4.5) == 12
-    assert final_epochs_within_budget(12, 10, 20.0, 4.5) == 1
-    assert final_epochs_within_budget(5, 60, None, 4.5) == 5
+    # 20 s for 10k training + 6k validation images (= 12k training-image equivalents):
+    # 45k + 6k images cost 47k equivalents = 78.3 s; 14 minutes (10% spare) hold 9 epochs
+    assert final_epochs_within_budget(12, 14 * 60, 20.0, 10_000, 45_000, 6_000) == 9
+    assert final_epochs_within_budget(12, 60 * 60, 20.0, 10_000, 45_000, 6_000) == 12
+    assert final_epochs_within_budget(12, 10, 20.0, 10_000, 45_000, 6_000) == 1
+    assert final_epochs_within_budget(5, 60, None, 10_000, 45_000, 6_000) == 5
 
 
 def test_pad_crop_draws_a_reflect_padded_window_per_image():

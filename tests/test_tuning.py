@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,6 +122,20 @@ def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
     assert len(rows) == len(children)
 
 
+def test_the_running_trial_ends_cleanly_when_the_budget_is_spent(tmp_path, tiny_prepared,
+                                                                   monkeypatch):
+    # one trial of up to 40 epochs cannot finish within 4 seconds: the deadline ends it
+    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=40,
+               patience=50, budget_minutes=4 / 60)
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert len(rows) == 1
+    assert rows[0]["status"] == "COMPLETED" and rows[0]["stopped_by_budget"] == "True"
+    assert 1 <= int(rows[0]["epochs_run"]) < 40
+    _, _, children = runs(tmp_path)
+    assert children[0].info.status == "FINISHED"
+    assert children[0].data.tags["stopped_by_budget"] == "True"
+
+
 def test_child_runs_hold_every_hyperparameter_and_per_epoch_metrics(tmp_path, tiny_prepared,
                                                                      monkeypatch):
     run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=2, patience=5)
@@ -144,6 +159,19 @@ def _cli_env():
             "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
+def _trial_states(db) -> list[tuple[str, str]]:
+    """(status, trial_id) of the trial runs, read-only: the search process owns the store (a
+    second MLflow client could race it while it creates its tables)."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("select r.status, t.value from runs r join tags t "
+                               "on t.run_uuid = r.run_uuid where t.key = 'trial_id'").fetchall()
+    except sqlite3.Error:  # tables not created yet, or busy
+        return []
+
+
 def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
     params_file, space_file = setup_search(tmp_path, max_trials=3, max_epochs=6, patience=10)
     command = [sys.executable, "-m", "pipeline", "tune", "--family", "cnn", "--params",
@@ -156,13 +184,10 @@ def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
     try:
         while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.3)
-            if not (tmp_path / "mlruns" / "mlflow.db").exists():
-                continue
-            _, _, children = runs(tmp_path)
-            finished = [c for c in children if c.info.status == "FINISHED"]
-            running = [c for c in children if c.info.status == "RUNNING"]
-            if finished and running:
-                killed_trial = running[0].data.tags["trial_id"]
+            states = _trial_states(tmp_path / "mlruns" / "mlflow.db")
+            running = [trial for status, trial in states if status == "RUNNING"]
+            if "FINISHED" in {status for status, _ in states} and running:
+                killed_trial = running[0]
                 process.send_signal(signal.SIGKILL)
                 break
     finally:
