@@ -38,6 +38,17 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    from pipeline.evaluate import run_evaluate  # imports Keras
+
+    run_evaluate(params, Path(args.data), Path(args.models), Path(args.results),
+                 Path(args.metrics))
+    return EXIT_OK
+
+
 def _cmd_show_space(args: argparse.Namespace) -> int:
     import yaml
 
@@ -97,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--results", default="results", help="trials tables (%(default)s)")
     tune.set_defaults(handler=_cmd_tune)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="test-set verdict: CNN vs FC with intervals and McNemar's test",
+        description="Evaluate each family's final model on the official test split (never used "
+                    "for selection) and compare them on the same images.",
+    )
+    evaluate.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
+    evaluate.add_argument("--models", default="models", help="best models (%(default)s)")
+    evaluate.add_argument("--results", default="results", help="results folder (%(default)s)")
+    evaluate.add_argument("--metrics", default="metrics.json", help="DVC metrics (%(default)s)")
+    evaluate.set_defaults(handler=_cmd_evaluate)
+
     show = commands.add_parser("show-space", help="validate a search space file and print it")
     show.add_argument("file", help="for example search_spaces/cnn.yaml")
     show.set_defaults(handler=_cmd_show_space)
@@ -104,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-params", help="validate params.yaml and print it")
     check.set_defaults(handler=_cmd_check_params)
 
-    for sub in (prepare, tune, check):
+    for sub in (prepare, tune, evaluate, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     return parser
 

@@ -97,10 +97,19 @@ class TuneParams(Section):
         return self.model_copy(update=changes)
 
 
+class EvaluateParams(Section):
+    """The test-set verdict."""
+
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000  # for the 95% accuracy interval
+    seed: Annotated[int, Field(ge=0)] = 0
+    batch_size: Annotated[int, Field(ge=1)] = 512
+
+
 class Params(Section):
     prepare: PrepareParams = PrepareParams()
     augmentation: AugmentationParams = AugmentationParams()
     tune: TuneParams = TuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

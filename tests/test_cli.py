@@ -74,3 +74,12 @@ def test_check_params_prints_resolved_values():
     result = run_cli("check-params")
     assert result.returncode == 0, result.stderr
     assert "val_fraction: 0.1" in result.stdout
+
+
+def test_evaluate_without_models_exit_2(tmp_path, tiny_prepared):
+    result = run_cli("evaluate", "--data", str(tiny_prepared), "--models",
+                     str(tmp_path / "models"), "--results", str(tmp_path / "results"),
+                     "--metrics", str(tmp_path / "metrics.json"))
+    assert result.returncode == 2, result.stderr
+    assert "best.keras: not found; run the tune stages first" in result.stderr
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,10 +1,12 @@
 """A real `dvc repro` in a temporary git repository holding the project's pipeline."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import yaml
 
 from tests.conftest import REPO
@@ -79,7 +81,7 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
          "per_family": {}},
         {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
-    for stage in ("prepare", "tune@cnn", "tune@fc"):
+    for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate"):
         assert f"Running stage '{stage}'" in first
     for family in ("cnn", "fc"):
         assert (repo / "models" / family / "best.keras").is_file()
@@ -108,6 +110,18 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
             epochs = int(child["metrics.epochs_run"])
             history = client.get_metric_history(child["run_id"], "val_accuracy")
             assert len(history) == epochs >= 1
+
+    # the test-set verdict, through DVC's own metrics
+    metrics = json.loads((repo / "metrics.json").read_text())
+    for family in ("cnn", "fc"):
+        low, high = metrics[family]["test_accuracy_ci95"]
+        assert 0 <= low <= metrics[family]["test_accuracy"] <= high <= 1
+    assert 0 <= metrics["comparison"]["mcnemar_p_value"] <= 1
+    assert metrics["comparison"]["test_images"] == 100
+    shown = _run([sys.executable, "-m", "dvc", "metrics", "show"], repo, env)
+    assert "cnn.test_accuracy" in shown and "comparison.mcnemar_p_value" in shown
+    per_class = json.loads((repo / "results" / "evaluation" / "cnn_per_class.json").read_text())
+    assert np.sum(per_class["confusion_matrix"]) == 100
 
     second = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     assert "Running stage" not in second
