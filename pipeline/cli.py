@@ -49,6 +49,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipeline.config import load_params
+    from pipeline.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
+
+    params = load_params(args.params)
+    uri = resolve_tracking_uri(params.tune.tracking_uri)
+    if args.host not in LOOPBACK:
+        print(f"warning: binding to {args.host}: anyone who can reach this address can read "
+              "and change every run, with no login", file=sys.stderr)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--default-artifact-root", DEFAULT_ARTIFACT_ROOT.resolve().as_uri(),
+               "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
+          flush=True)
+    return subprocess.call(command)
+
+
 def _cmd_show_space(args: argparse.Namespace) -> int:
     import yaml
 
@@ -119,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metrics", default="metrics.json", help="DVC metrics (%(default)s)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
+    ui = commands.add_parser(
+        "ui", help="browse the MLflow store (trials, comparisons) in a browser",
+        description="Start the MLflow UI on the project's tracking store. It binds to "
+                    "127.0.0.1: only this machine can reach it.",
+    )
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (%(default)s); another address exposes every run, "
+                         "unauthenticated, to whoever can reach it")
+    ui.add_argument("--port", type=int, default=5000, help="port (%(default)s)")
+    ui.set_defaults(handler=_cmd_ui)
+
     show = commands.add_parser("show-space", help="validate a search space file and print it")
     show.add_argument("file", help="for example search_spaces/cnn.yaml")
     show.set_defaults(handler=_cmd_show_space)
@@ -126,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-params", help="validate params.yaml and print it")
     check.set_defaults(handler=_cmd_check_params)
 
-    for sub in (prepare, tune, evaluate, check):
+    for sub in (prepare, tune, evaluate, ui, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     return parser
 
