@@ -124,10 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--family", required=True, choices=["cnn", "fc"])
     tune.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
-    tune.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     tune.add_argument("--tuning-dir", default="tuning", help="KerasTuner projects (%(default)s)")
-    tune.add_argument("--models", default="models", help="best models (%(default)s)")
-    tune.add_argument("--results", default="results", help="trials tables (%(default)s)")
     tune.set_defaults(handler=_cmd_tune)
 
     evaluate = commands.add_parser(
@@ -135,9 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate each family's final model on the official test split (never used "
                     "for selection) and compare them on the same images.",
     )
-    evaluate.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
-    evaluate.add_argument("--models", default="models", help="best models (%(default)s)")
-    evaluate.add_argument("--results", default="results", help="results folder (%(default)s)")
     evaluate.add_argument("--metrics", default="metrics.json", help="DVC metrics (%(default)s)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
@@ -161,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (prepare, tune, evaluate, ui, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
+    for sub in (tune, evaluate):  # the folders the model stages read and write
+        sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
+        sub.add_argument("--models", default="models", help="best models (%(default)s)")
+        sub.add_argument("--results", default="results", help="results folder (%(default)s)")
     return parser
 
 
