@@ -42,6 +42,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
              models_dir: Path, results_dir: Path) -> dict:
     import keras
 
+    from pipeline.training import early_stopping
     from pipeline.tuning import (
         SUMMARY_FILE,
         FamilyHyperModel,
@@ -91,7 +92,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     verbose = 1 if sys.stdout.isatty() else 2
     try:
         tuner.search(x_train[search_idx], y_train[search_idx], validation_data=(x_val, y_val),
-                     epochs=t.max_epochs, callbacks=[_early_stopping(t.patience)],
+                     epochs=t.max_epochs, callbacks=[early_stopping(t.patience)],
                      verbose=verbose)
     except RuntimeError as exc:  # KerasTuner: too many consecutive failed trials
         tracker.end_search(parent, "FAILED")
@@ -166,7 +167,7 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs
     """
     import keras
 
-    from pipeline.training import Deadline, NaNGuard
+    from pipeline.training import Deadline, NaNGuard, early_stopping
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
@@ -185,7 +186,7 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs
     started = time.monotonic()
     history = hypermodel.fit(best_hp, model, x_train, y_train, validation_data=(x_val, y_val),
                              epochs=epochs, verbose=verbose,
-                             callbacks=[_early_stopping(t.patience + 2), guard, deadline, _Log()])
+                             callbacks=[early_stopping(t.patience + 2), guard, deadline, _Log()])
     val_loss, val_accuracy = model.evaluate(x_val, y_val, batch_size=512, verbose=0)
     final = {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
              "epochs_run": len(history.history.get("loss", [])),
@@ -198,12 +199,6 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs
     log.info("final %s model: val_accuracy %.4f after %d epochs (%.0f s)", family,
              final["val_accuracy"], final["epochs_run"], final["seconds"])
     return model, final
-
-
-def _early_stopping(patience: int):
-    from pipeline.training import early_stopping
-
-    return early_stopping(patience)
 
 
 def _trial_rows(tuner, summary_file: str) -> list[dict]:
