@@ -49,6 +49,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import run_report  # matplotlib, pandas, scikit-learn; no Keras
+
+    print(run_report(Path(args.results), Path(args.metrics), Path(args.out)))
+    return EXIT_OK
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    from pipeline.publish import run_publish  # imports Keras and MLflow
+
+    run_publish(params, Path(args.models), Path(args.results), Path(args.metrics),
+                Path(args.report), Path(args.out))
+    return EXIT_OK
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -132,8 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate each family's final model on the official test split (never used "
                     "for selection) and compare them on the same images.",
     )
-    evaluate.add_argument("--metrics", default="metrics.json", help="DVC metrics (%(default)s)")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    report = commands.add_parser(
+        "report", help="write reports/comparison.md and its PNG figures",
+        description="The comparison report: verdict table, best configurations, top trials, "
+                    "learning curves, hyperparameter effects and importance, confusion.",
+    )
+    report.add_argument("--out", default="reports", help="report folder (%(default)s)")
+    report.set_defaults(handler=_cmd_report)
+
+    publish = commands.add_parser(
+        "publish", help="MLflow: evaluation run with the report; register the best models",
+        description="Log an evaluation run (test metrics, report, figures) tagged with both "
+                    "searches' runs, register each family's model (alias champion if none).",
+    )
+    publish.add_argument("--report", default="reports", help="report folder (%(default)s)")
+    publish.add_argument("--out", default="results/registry.json",
+                         help="what was registered, as JSON (%(default)s)")
+    publish.set_defaults(handler=_cmd_publish)
 
     ui = commands.add_parser(
         "ui", help="browse the MLflow store (trials, comparisons) in a browser",
@@ -153,12 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-params", help="validate params.yaml and print it")
     check.set_defaults(handler=_cmd_check_params)
 
-    for sub in (prepare, tune, evaluate, ui, check):
+    for sub in (evaluate, report, publish):
+        sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
+    for sub in (prepare, tune, evaluate, publish, ui, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
-    for sub in (tune, evaluate):  # the folders the model stages read and write
-        sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
-        sub.add_argument("--models", default="models", help="best models (%(default)s)")
+    for sub in (tune, evaluate, report, publish):  # the folders the later stages share
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
+    for sub in (tune, evaluate, publish):
+        sub.add_argument("--models", default="models", help="best models (%(default)s)")
+    for sub in (tune, evaluate):
+        sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 
 

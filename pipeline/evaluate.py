@@ -37,7 +37,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, correct = {}, {}
     for family in FAMILIES:
-        model = _load_model(models_dir / family / "best.keras")
+        model = load_model(models_dir / family / "best.keras")
         result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size)
         correct[family] = predicted == y_test
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
@@ -49,6 +49,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         log.info("%s: test accuracy %.4f (95%% CI %.4f-%.4f), %d parameters", family,
                  result["test_accuracy"], low, high, result["params"])
     verdict = mcnemar_exact(correct["cnn"], correct["fc"])
+    metrics["dataset"] = meta["dataset"]
     metrics["comparison"] = {
         "accuracy_difference": round(metrics["cnn"]["test_accuracy"]
                                      - metrics["fc"]["test_accuracy"], 4),
@@ -63,7 +64,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     return metrics
 
 
-def _load_model(path: Path):
+def load_model(path: Path):
     import keras
 
     import pipeline.augment  # noqa: F401  (registers RandomPadCrop for loading)

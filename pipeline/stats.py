@@ -33,3 +33,8 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     discordant = only_a + only_b
     p_value = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
     return {"only_first_correct": only_a, "only_second_correct": only_b, "p_value": p_value}
+
+
+def format_p(p_value: float) -> str:
+    """``p = 0.012``; a p-value that underflowed to 0 reads as the bound it is."""
+    return "p < 1e-300" if p_value == 0 else f"p = {p_value:.3g}"

@@ -100,8 +100,9 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         raise SearchFailed(f"{family} search stopped: {first_line} (see trials.csv and MLflow "
                            "for each trial's error)") from None
 
-    rows = _trial_rows(tuner, SUMMARY_FILE)
-    _write_trials_csv(results_dir / family / "trials.csv", rows)
+    rows, histories = _trial_rows(tuner, SUMMARY_FILE)
+    _write_csv(results_dir / family / "trials.csv", rows)
+    _write_csv(results_dir / family / "trial_history.csv", histories)
     completed = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not completed:
         tracker.end_search(parent, "FAILED")
@@ -121,8 +122,9 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     epochs = final_epochs_within_budget(t.final_epochs, 60 * t.final_budget_minutes,
                                         best_row.get("seconds_per_epoch"),
                                         len(search_idx), len(y_train), len(y_val))
-    model, final = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t,
-                                 epochs, verbose, tracker, parent, family)
+    model, final, history = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val,
+                                          t, epochs, verbose, tracker, parent, family)
+    _write_csv(results_dir / family / "history.csv", history)
     tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
     model_path = models_dir / family / "best.keras"
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +137,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     best_path = results_dir / family / "best_hparams.json"
     store.atomic_write_bytes(best_path, (json.dumps(best, indent=2) + "\n").encode())
     tracker.log_artifact(parent, model_path, "model")
-    tracker.log_artifact(parent, results_dir / family / "trials.csv")
+    for name in ("trials.csv", "trial_history.csv", "history.csv"):
+        tracker.log_artifact(parent, results_dir / family / name)
     tracker.log_artifact(parent, best_path)
     tracker.end_search(parent, "FINISHED")
     if tracker.failures:
@@ -198,11 +201,15 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs
                                  if isinstance(v, (int, float))}, final["epochs_run"])
     log.info("final %s model: val_accuracy %.4f after %d epochs (%.0f s)", family,
              final["val_accuracy"], final["epochs_run"], final["seconds"])
-    return model, final
+    curves = history.history
+    per_epoch = [{"epoch": i + 1, **{k: float(v[i]) for k, v in curves.items() if i < len(v)}}
+                 for i in range(final["epochs_run"])]
+    return model, final, per_epoch
 
 
-def _trial_rows(tuner, summary_file: str) -> list[dict]:
-    rows = []
+def _trial_rows(tuner, summary_file: str) -> tuple[list[dict], list[dict]]:
+    """One row per trial (trials.csv) and one per trial and epoch (trial_history.csv)."""
+    rows, histories = [], []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         summary_path = Path(tuner.get_trial_dir(trial_id)) / summary_file
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -211,11 +218,14 @@ def _trial_rows(tuner, summary_file: str) -> list[dict]:
         row.update({k: summary.get(k) for k in TRIAL_COLUMNS if k not in row})
         row.update({f"hp.{k}": _plain(v) for k, v in trial.hyperparameters.values.items()})
         rows.append(row)
-    return rows
+        histories += [{"trial_id": trial_id, "epoch": h["epoch"] + 1,
+                       **{k: v for k, v in h.items() if k != "epoch"}}
+                      for h in summary.get("history", [])]
+    return rows, histories
 
 
-def _write_trials_csv(path: Path, rows: list[dict]) -> None:
-    columns = list(TRIAL_COLUMNS)
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(TRIAL_COLUMNS) if path.name == "trials.csv" else []
     for row in rows:
         columns += [k for k in row if k not in columns]
     buffer = io.StringIO()

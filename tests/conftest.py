@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import tarfile
 from pathlib import Path
@@ -122,3 +123,54 @@ def tiny_prepared(tmp_path_factory) -> Path:
     out = root / "data" / "prepared"
     run_prepare(load_params(params_file), params_file, out, root / "preview.png")
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], port: int, cwd: Path, timeout: float = 90):
+    """Start an HTTP server process on 127.0.0.1:port, wait for /health, yield its base URL,
+    then stop it and everything it started (its own process group)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    server = subprocess.Popen(command, cwd=cwd, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+    assert server.poll() is not None
+
+
+def get_json(url: str) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)

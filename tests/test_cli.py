@@ -86,46 +86,17 @@ def test_evaluate_without_models_exit_2(tmp_path, tiny_prepared):
 
 
 def test_ui_serves_the_project_store_on_loopback(tmp_path):
-    import json
-    import os
-    import signal
-    import socket
-    import urllib.request
-
     from pipeline.tracking import Tracker
+    from tests.conftest import free_port, get_json, running_server
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
     Tracker(uri, "ui-check", tmp_path / "mlruns" / "artifacts")
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
                           tune={"tracking_uri": uri})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "pipeline", "ui", "--params", str(params),
-                               "--port", str(port)], cwd=tmp_path, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "the UI did not come up"
-                time.sleep(0.5)
-        url = f"{base}/api/2.0/mlflow/experiments/search?max_results=10"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            names = [e["name"] for e in json.load(response)["experiments"]]
-        assert "ui-check" in names
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-    assert server.poll() is not None
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "ui", "--params", str(params),
+               "--port", str(port)]
+    with running_server(command, port, tmp_path) as base:
+        found = get_json(f"{base}/api/2.0/mlflow/experiments/search?max_results=10")
+        assert "ui-check" in [e["name"] for e in found["experiments"]]

@@ -81,7 +81,7 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
          "per_family": {}},
         {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
-    for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate"):
+    for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate", "report", "publish"):
         assert f"Running stage '{stage}'" in first
     for family in ("cnn", "fc"):
         assert (repo / "models" / family / "best.keras").is_file()
@@ -91,7 +91,9 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
 
     mlflow.set_tracking_uri(f"sqlite:///{repo}/mlruns/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["cifar-automl"])
-    parents = runs[runs["tags.mlflow.parentRunId"].isna()]
+    top = runs[runs["tags.mlflow.parentRunId"].isna()]
+    assert sorted(top["tags.role"]) == ["evaluation", "search", "search"]
+    parents = top[top["tags.role"] == "search"]
     assert sorted(parents["tags.family"]) == ["cnn", "fc"]
     client = mlflow.tracking.MlflowClient()
     for _, parent in parents.iterrows():
@@ -123,5 +125,79 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
     per_class = json.loads((repo / "results" / "evaluation" / "cnn_per_class.json").read_text())
     assert np.sum(per_class["confusion_matrix"]) == 100
 
+    _check_plots(repo, env)
+    _check_report(repo)
+    _check_registry(repo, parents)
+
     second = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     assert "Running stage" not in second
+
+
+def _check_plots(repo, env):
+    """`dvc plots show` renders every plot declared in dvc.yaml from the stage outputs."""
+    answer = json.loads(_run([sys.executable, "-m", "dvc", "plots", "show", "--json"], repo,
+                             env))
+    assert not answer.get("errors"), answer["errors"]
+    shown = answer["data"]
+    ids = set(shown)
+    assert {"final_learning_curves", "accuracy_vs_parameters",
+            "results/evaluation/cnn_predictions.csv",
+            "results/evaluation/fc_predictions.csv"} <= ids, ids
+    assert "reports/figures/learning_curves.png" in ids
+    for plot_id in ("final_learning_curves", "results/evaluation/cnn_predictions.csv"):
+        (render,) = shown[plot_id]
+        assert render["type"] == "vega"
+        assert render["content"]["data"]["values"], plot_id  # data points, not an empty chart
+    confusion = shown["results/evaluation/cnn_predictions.csv"][0]["content"]["data"]["values"]
+    assert len(confusion) == 100  # one point per test image
+    scatter = shown["accuracy_vs_parameters"][0]["content"]["data"]["values"]
+    assert len(scatter) == 6  # three trials per family
+    html = _run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], repo, env)
+    assert (repo / "plots_html" / "index.html").is_file(), html
+
+
+def _check_report(repo):
+    report = (repo / "reports" / "comparison.md").read_text()
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert f"{100 * metrics['cnn']['test_accuracy']:.2f}%" in report
+    assert "McNemar" in report
+    for line in report.splitlines():  # every figure the report shows exists and is a PNG
+        if line.startswith("!["):
+            target = repo / "reports" / line[line.index("(") + 1:line.rindex(")")]
+            assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", target
+
+
+def _check_registry(repo, parents):
+    """The champion through a real MLflow server's REST API; the registered model predicts the
+    classes the saved .keras model predicts."""
+    import keras
+    import mlflow
+
+    import pipeline.augment  # noqa: F401  (the .keras model holds the crop layer)
+    from tests.conftest import free_port, get_json, running_server
+
+    registry = json.loads((repo / "results" / "registry.json").read_text())
+    images = np.load(repo / "data" / "prepared" / "test_images.npy")[:100]
+    port = free_port()
+    command = [sys.executable, "-m", "pipeline", "ui", "--port", str(port)]
+    with running_server(command, port, repo) as base:
+        for family in ("cnn", "fc"):
+            name = f"cifar10-{family}"
+            found = get_json(f"{base}/api/2.0/mlflow/registered-models/alias"
+                             f"?name={name}&alias=champion")["model_version"]
+            assert found["version"] == registry["models"][family]["version"]
+            assert found["run_id"] == registry["evaluation_run"]
+            mlflow.set_tracking_uri(base)
+            served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(images)
+            saved = keras.models.load_model(repo / "models" / family / "best.keras")
+            expected = np.argmax(saved.predict(images, verbose=0), axis=1)
+            assert np.array_equal(np.argmax(served, axis=1), expected)
+        run = get_json(f"{base}/api/2.0/mlflow/runs/get?run_id={registry['evaluation_run']}")
+        tags = {t["key"]: t["value"] for t in run["run"]["data"]["tags"]}
+        for _, parent in parents.iterrows():
+            assert tags[f"{parent['tags.family']}_search_run"] == parent["run_id"]
+        metric_names = {m["key"] for m in run["run"]["data"]["metrics"]}
+        assert {"cnn_test_accuracy", "comparison_mcnemar_p_value"} <= metric_names
+        listed = get_json(f"{base}/api/2.0/mlflow/artifacts/list"
+                          f"?run_id={registry['evaluation_run']}&path=report")
+        assert "report/comparison.md" in {f["path"] for f in listed["files"]}

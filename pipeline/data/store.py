@@ -94,12 +94,16 @@ def file_sha256(path: Path) -> str:
 
 
 def load_meta(folder: Path) -> dict:
-    path = Path(folder) / META
+    return read_json(Path(folder) / META, "the prepare stage")
+
+
+def read_json(path: Path, made_by: str = "the earlier stages") -> dict:
+    """A JSON file an earlier stage wrote; a missing or broken one is a one-line DataError."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run the prepare stage first (dvc repro)") from None
-    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not found; run {made_by} first (dvc repro)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 

@@ -1,0 +1,261 @@
+"""The report stage: ``reports/comparison.md`` and its PNG figures, from what earlier stages
+wrote (trials tables, learning curves, test metrics, per-class results). No model is loaded and
+nothing is trained, so the report reruns in seconds when only its presentation changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import figures
+from pipeline.data import store
+from pipeline.stats import format_p
+from pipeline.trials import FAMILY_LABELS, completed, lessons, read_table
+
+log = logging.getLogger(__name__)
+FAMILIES = ("cnn", "fc")
+TOP_TRIALS = 5
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+def run_report(results_dir: Path, metrics_path: Path, out_dir: Path) -> Path:
+    metrics = store.read_json(metrics_path)
+    per_family = {family: _family_inputs(results_dir, family) for family in FAMILIES}
+    per_class = {f: store.read_json(results_dir / "evaluation" / f"{f}_per_class.json")
+                 for f in FAMILIES}
+    fig_dir = out_dir / "figures"
+    done = {f: completed(d["trials"]) for f, d in per_family.items()}
+    lesson_tables = {f: lessons(done[f], f) for f in FAMILIES}
+    rankings = {f: r for f in FAMILIES if (r := importance_ranking(done[f])) is not None}
+
+    made = {"test_accuracy": figures.test_accuracy(metrics, fig_dir / "test_accuracy.png"),
+            "learning_curves": figures.learning_curves(
+                {f: d["history"] for f, d in per_family.items()},
+                {f: d["trial_history"] for f, d in per_family.items()},
+                {f: list(done[f]["trial_id"][:3]) for f in FAMILIES},
+                fig_dir / "learning_curves.png"),
+            "accuracy_vs_params": figures.accuracy_vs_params(
+                done, {f: d["best"].get("final", {}) for f, d in per_family.items()},
+                fig_dir / "accuracy_vs_params.png"),
+            "confusion": figures.confusion_matrices(per_class,
+                                                    fig_dir / "confusion_matrices.png")}
+    for family in FAMILIES:
+        if len(done[family]):
+            made[f"effects_{family}"] = figures.hyperparameter_effects(
+                lesson_tables[family], done[family]["score"], done[family]["epochs_run"],
+                family, fig_dir / f"hyperparameter_effects_{family}.png")
+    if rankings:
+        made["importance"] = figures.importance(rankings, fig_dir / "importance.png")
+
+    text = _markdown(metrics, per_family, done, lesson_tables, rankings, per_class,
+                     {k: p.relative_to(out_dir).as_posix() for k, p in made.items()},
+                     (out_dir / "augmentation_preview.png").is_file())
+    report = out_dir / "comparison.md"
+    store.atomic_write_bytes(report, text.encode())
+    log.info("report: %s with %d figures", report, len(made))
+    return report
+
+
+def importance_ranking(done: pd.DataFrame) -> pd.Series | None:
+    """Each hyperparameter's share of a random forest's impurity decrease in predicting the
+    trials' validation accuracy; epochs trained is a feature too, as Hyperband varies it.
+    None when there are too few trials to fit anything."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    features = {c[3:]: done[c] for c in done.columns
+                if c.startswith("hp.") and not c.startswith("hp.tuner/")
+                and done[c].nunique(dropna=False) > 1}
+    if len(done) < MIN_TRIALS_FOR_IMPORTANCE or not features:
+        return None
+    features["epochs trained"] = done["epochs_run"]
+    frame = pd.DataFrame(features)
+    encoded, owner = [], []
+    for name, column in frame.items():
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            encoded.append(column.fillna(-1).rename(name))
+            owner.append(name)
+        else:
+            dummies = pd.get_dummies(column.astype(str), prefix=name, dtype=float)
+            encoded += [dummies[c] for c in dummies.columns]
+            owner += [name] * dummies.shape[1]
+    x = pd.concat(encoded, axis=1).to_numpy(dtype=float)
+    forest = RandomForestRegressor(n_estimators=300, random_state=0)
+    forest.fit(x, done["score"].to_numpy(dtype=float))
+    return pd.Series(forest.feature_importances_, index=owner).groupby(level=0).sum() \
+        .sort_values(ascending=False)
+
+
+def _family_inputs(results_dir: Path, family: str) -> dict:
+    folder = results_dir / family
+    best = store.read_json(folder / "best_hparams.json")
+    return {"best": best, "trials": read_table(folder / "trials.csv"),
+            "trial_history": _optional_table(folder / "trial_history.csv"),
+            "history": read_table(folder / "history.csv")}
+
+
+def _optional_table(path: Path) -> pd.DataFrame | None:
+    return read_table(path) if path.is_file() and path.stat().st_size > 2 else None
+
+
+
+# --- markdown ----------------------------------------------------------------------------------
+def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, figs,
+              has_preview) -> str:
+    cnn, fc, comparison = metrics["cnn"], metrics["fc"], metrics["comparison"]
+    dataset = metrics.get("dataset", "cifar10").upper().replace("CIFAR", "CIFAR-")
+    out = [f"# CNN against a fully connected network on {dataset}", "",
+           "Generated by the `report` stage from `metrics.json` and `results/`; rerun with "
+           "`dvc repro`. Test numbers come from the official test split, which neither the "
+           "search nor the final training saw.", "", "## Verdict", ""]
+    rows = [("test accuracy (95% interval)", lambda m, _: f"**{100 * m['test_accuracy']:.2f}%** "
+             f"({100 * m['test_accuracy_ci95'][0]:.2f}-{100 * m['test_accuracy_ci95'][1]:.2f})"),
+            ("test loss", lambda m, _: f"{m['test_loss']:.3f}"),
+            ("parameters", lambda m, _: f"{m['params']:,}"),
+            ("final training", lambda _, f: _final_training(per_family[f]["best"])),
+            ("inference", lambda m, _: f"{m['images_per_second']:,.0f} images/s"),
+            ("search", lambda _, f: f"{len(done[f])} of {len(per_family[f]['trials'])} trials "
+             f"completed, best val {100 * per_family[f]['best']['search_score']:.1f}%")]
+    out += ["| | CNN | Fully connected |", "|---|---|---|"]
+    out += [f"| {label} | {cell(cnn, 'cnn')} | {cell(fc, 'fc')} |" for label, cell in rows]
+    out += ["", _verdict_sentence(comparison, cnn, fc), "",
+            f"![Test accuracy]({figs['test_accuracy']})", ""]
+    if has_preview:
+        out += ["Training images were augmented on the fly; the policy as the models saw it:",
+                "", "![Augmentation preview](augmentation_preview.png)", ""]
+    out += _best_hyperparameters(per_family)
+    out += _top_trials(done, lesson_tables)
+    out += ["## Learning curves", "", "Validation accuracy per epoch of the three best search "
+            "trials (on the search subset) and of the final training of the best configuration "
+            "(whole training split); the gap between train and val is overfitting, held back by "
+            "augmentation, dropout and early stopping.", "",
+            f"![Learning curves]({figs['learning_curves']})", ""]
+    out += _effects(done, lesson_tables, figs)
+    out += _importance(rankings, figs)
+    out += ["## Accuracy against size", "", "Every completed search trial (dots: search subset, "
+            "few epochs) and each final model (stars: whole training split). "
+            f"Final models: CNN {cnn['params']:,} parameters, fully connected "
+            f"{fc['params']:,} ({fc['params'] / max(cnn['params'], 1):.1f} times as many).", "",
+            f"![Accuracy against parameters]({figs['accuracy_vs_params']})", ""]
+    out += _per_class(per_class, figs)
+    out += ["## Look further", "", "- `cifar-automl ui`, then the experiment: every search is a "
+            "parent run with one child run per trial (select trials, **Compare**, "
+            "parallel-coordinates chart); the evaluation run holds this report.",
+            "- `dvc plots show` renders the learning curves, confusion matrices and the "
+            "accuracy-size scatter; `dvc metrics show` the test numbers.", ""]
+    return "\n".join(out)
+
+
+def _verdict_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
+    difference, p_value = comparison["accuracy_difference"], comparison["mcnemar_p_value"]
+    p_text = format_p(p_value)
+    lead = "ahead of" if difference >= 0 else "behind"
+    text = (f"The CNN is **{100 * abs(difference):.2f} points {lead}** the fully connected "
+            f"network on the same {comparison['test_images']:,} test images. Exact McNemar "
+            f"test: {p_text} ({comparison['only_cnn_correct']:,} images only the CNN got right, "
+            f"{comparison['only_fc_correct']:,} only the fully connected one).")
+    if difference > 0 and p_value < 0.001:
+        text += (" A clear win, with " + ("fewer" if cnn["params"] < fc["params"] else "more")
+                 + " parameters: the inductive bias of convolution and pooling (local, shared "
+                 "filters, tolerance to small shifts) at work.")
+    elif p_value >= 0.05:
+        text += " The difference is not significant at the 5% level on this test split."
+    return text
+
+
+def _final_training(best: dict) -> str:
+    final = best.get("final", {})
+    if not final:
+        return "-"
+    cut = " (cut by its budget)" if final.get("stopped_by_budget") else ""
+    return f"{final.get('epochs_run', '?')} epochs, {final.get('seconds', 0) / 60:.1f} min{cut}"
+
+
+def _best_hyperparameters(per_family) -> list[str]:
+    hps = {f: d["best"]["hyperparameters"] for f, d in per_family.items()}
+    names = list(dict.fromkeys([*hps["cnn"], *hps["fc"]]))
+    out = ["## Best configurations", "", "Chosen on validation accuracy in the search, then "
+           "retrained on the whole training split.", "", "| hyperparameter | CNN | Fully "
+           "connected |", "|---|---|---|"]
+    out += [f"| {n} | {_fmt(hps['cnn'].get(n, '-'))} | {_fmt(hps['fc'].get(n, '-'))} |"
+            for n in names]
+    return out + [""]
+
+
+def _top_trials(done, lesson_tables) -> list[str]:
+    out = ["## Top trials", ""]
+    for family in FAMILIES:
+        top = done[family].head(TOP_TRIALS)
+        table = lesson_tables[family].loc[top.index]
+        columns = list(table.columns)
+        out += [f"**{FAMILY_LABELS[family]}** ({len(done[family])} completed trials)", "",
+                "| trial | val accuracy | epochs | parameters | " + " | ".join(
+                    c.replace("_", " ") for c in columns) + " |",
+                "|---" * (4 + len(columns)) + "|"]
+        for index, row in top.iterrows():
+            cells = [_fmt(table.at[index, c]) for c in columns]
+            out.append(f"| {row['trial_id']} | {100 * row['score']:.1f}% | "
+                       f"{int(row['epochs_run'])} | {int(row['trainable_params']):,} | "
+                       + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def _effects(done, lesson_tables, figs) -> list[str]:
+    out = ["## Hyperparameter effects", "", "Each point is a completed trial; colour is how many "
+           "epochs it trained (Hyperband stops most trials early, and epochs matter as much as "
+           "any choice), so compare points of one colour. Mean validation accuracy by value:",
+           "", "| lesson | CNN | Fully connected |", "|---|---|---|"]
+    for lesson in ("optimizer", "schedule", "batch_norm", "activation", "depth", "dropout",
+                   "augmentation"):
+        cells = [_group_means(done[f]["score"], lesson_tables[f].get(lesson)) for f in FAMILIES]
+        out.append(f"| {lesson.replace('_', ' ')} | {cells[0]} | {cells[1]} |")
+    out.append("")
+    out += [f"![{FAMILY_LABELS[f]} hyperparameter effects]({figs[f'effects_{f}']})"
+            for f in FAMILIES if f"effects_{f}" in figs]
+    return out + [""]
+
+
+def _group_means(scores: pd.Series, values: pd.Series | None) -> str:
+    if values is None or scores.empty:
+        return "-"
+    groups = (100 * scores).groupby(values.astype(str)).agg(["mean", "size"])
+    groups = groups.sort_values("mean", ascending=False)
+    return ", ".join(f"{name} {row['mean']:.1f}% (n={int(row['size'])})"
+                     for name, row in groups.iterrows())
+
+
+def _importance(rankings, figs) -> list[str]:
+    out = ["## What explained validation accuracy", ""]
+    if not rankings:
+        return out + [f"Too few completed trials (under {MIN_TRIALS_FOR_IMPORTANCE}) to rank "
+                      "hyperparameters.", ""]
+    out.append("A random forest fitted on each family's trials table (hyperparameters and "
+               "epochs trained → validation accuracy); its impurity importances, summed over "
+               "each hyperparameter's values. With a dozen trials this is a hint, not a proof.")
+    out.append("")
+    for family, ranking in rankings.items():
+        top = ", ".join(f"{name} ({share:.0%})" for name, share in ranking.head(4).items())
+        out.append(f"- {FAMILY_LABELS[family]}: {top}")
+    return out + ["", f"![Importance]({figs['importance']})", ""]
+
+
+def _per_class(per_class, figs) -> list[str]:
+    names = per_class["cnn"]["class_names"]
+    out = ["## Per class", "", "Row-normalised confusion matrices on the test split, and each "
+           "class's F1 score.", "", f"![Confusion matrices]({figs['confusion']})", ""]
+    if len(names) > 20:
+        return out
+    out += ["| class | CNN F1 | Fully connected F1 |", "|---|---|---|"]
+    for name in names:
+        scores = [per_class[f]["per_class"][name]["f1-score"] for f in FAMILIES]
+        out.append(f"| {name} | {scores[0]:.3f} | {scores[1]:.3f} |")
+    return out + [""]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
