@@ -67,6 +67,31 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_retune(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    from pipeline.retune import run_retune  # imports Keras, KerasTuner, MLflow
+
+    run_retune(params, Path(args.params), Path(args.data))
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    from pipeline.lineage import history
+    from pipeline.tracking import Tracker, resolve_tracking_uri
+
+    tracker = Tracker(resolve_tracking_uri(params.tune.tracking_uri), params.tune.experiment)
+    if tracker.experiment_id is None:
+        print("error: the MLflow store is unreachable", file=sys.stderr)
+        return EXIT_FAILURE
+    print(history(tracker, args.dataset or params.prepare.dataset, params.retune.families))
+    return EXIT_OK
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -170,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what was registered, as JSON (%(default)s)")
     publish.set_defaults(handler=_cmd_publish)
 
+    retune = commands.add_parser(
+        "retune", help="scheduled job: search again, promote the challenger only if it wins",
+        description="Under a lock: bring data up to date, search each family within the "
+                    "retune budget (warm-started from the champion), compare challenger and "
+                    "champion on the same test images, promote on a clear win. Exit codes: 0 "
+                    "kept or promoted, 75 another retune is running, 1 failure, 2 bad input.",
+    )
+    retune.set_defaults(handler=_cmd_retune)
+
+    history = commands.add_parser(
+        "history", help="champion lineage: registered versions and retune decisions")
+    history.add_argument("--dataset", help="cifar10 or cifar100 (prepare.dataset)")
+    history.set_defaults(handler=_cmd_history)
+
     ui = commands.add_parser(
         "ui", help="browse the MLflow store (trials, comparisons) in a browser",
         description="Start the MLflow UI on the project's tracking store. It binds to "
@@ -190,13 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (evaluate, report, publish):
         sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
-    for sub in (prepare, tune, evaluate, publish, ui, check):
+    for sub in (prepare, tune, evaluate, publish, retune, history, ui, check):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     for sub in (tune, evaluate, report, publish):  # the folders the later stages share
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
     for sub in (tune, evaluate, publish):
         sub.add_argument("--models", default="models", help="best models (%(default)s)")
-    for sub in (tune, evaluate):
+    for sub in (tune, evaluate, retune):
         sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 

@@ -105,11 +105,30 @@ class EvaluateParams(Section):
     batch_size: Annotated[int, Field(ge=1)] = 512
 
 
+class RetuneParams(Section):
+    """The scheduled retuning job (``cifar-automl retune``): a fresh budgeted search per
+    family, warm-started from the champion, which it replaces only on a clear, paired win."""
+
+    families: Annotated[list[Literal["cnn", "fc"]], Field(min_length=1)] = ["cnn", "fc"]
+    max_trials: Annotated[int, Field(ge=1)] = 8
+    budget_minutes: Annotated[float, Field(gt=0)] = 5.0  # search wall clock, per family
+    final_epochs: Annotated[int, Field(ge=1)] = 10
+    final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
+    # Promote when test accuracy(challenger) - accuracy(champion) >= margin and the exact
+    # McNemar p-value on the same test images <= alpha. (A negative margin or alpha 1 loosen
+    # the rule; tests use them to force a promotion.)
+    margin: Annotated[float, Field(ge=-1, le=1)] = 0.005
+    alpha: Probability = 0.05
+    workdir: str = "retune"  # scratch: search, models and results of the current retune
+    lock_file: str = "retune/retune.lock"
+
+
 class Params(Section):
     prepare: PrepareParams = PrepareParams()
     augmentation: AugmentationParams = AugmentationParams()
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    retune: RetuneParams = RetuneParams()
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -40,7 +40,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.retries = retries
         self.failures = 0
-        self.experiment_id = self._call("open the experiment", self._experiment, experiment,
+        self.experiment_id = self.call("open the experiment", self._experiment, experiment,
                                         Path(artifact_root))
         if self.experiment_id is None:
             log.warning("MLflow: tracking is off for this run (store %s unreachable)", uri)
@@ -52,7 +52,8 @@ class Tracker:
         location = artifact_root.resolve() / name
         return self.client.create_experiment(name, artifact_location=location.as_uri())
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def call(self, what: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), retried with backoff; None (counted, logged) if it keeps failing."""
         delay = 0.5
         for attempt in range(1, self.retries + 1):
             try:
@@ -73,18 +74,18 @@ class Tracker:
 
         if self.experiment_id is None:
             return None
-        runs = self._call("look up the search run", self.client.search_runs,
+        runs = self.call("look up the search run", self.client.search_runs,
                           [self.experiment_id],
                           filter_string=f"tags.search_key = '{search_key}'",
                           order_by=["attributes.start_time DESC"], max_results=1) or []
         if runs and runs[0].info.status != "FINISHED":
             run_id = runs[0].info.run_id
-            self._call("reopen the search run", self.client.update_run, run_id,
+            self.call("reopen the search run", self.client.update_run, run_id,
                        status=RunStatus.to_string(RunStatus.RUNNING))
             self.close_dangling_children(run_id)
             log.info("MLflow: resuming search run %s", run_id)
             return run_id
-        run = self._call("create the search run", self.client.create_run, self.experiment_id,
+        run = self.call("create the search run", self.client.create_run, self.experiment_id,
                          run_name=name, tags={**tags, "search_key": search_key})
         if run is None:
             return None
@@ -94,23 +95,27 @@ class Tracker:
 
     def close_dangling_children(self, parent_id: str) -> int:
         """Mark trials left RUNNING by a killed process as KILLED; returns how many."""
-        children = self._call("list trial runs", self.client.search_runs, [self.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
-                                            "and attributes.status = 'RUNNING'") or []
-        for child in children:
-            self._call("close a dangling trial run", self.client.set_terminated,
-                       child.info.run_id, status="KILLED")
-        return len(children)
+        return self.close_running(f"tags.mlflow.parentRunId = '{parent_id}'")
+
+    def close_running(self, filter_string: str) -> int:
+        """Mark the RUNNING runs matching ``filter_string`` as KILLED; returns how many."""
+        runs = self.call("list running runs", self.client.search_runs, [self.experiment_id],
+                          filter_string=f"{filter_string} and attributes.status = 'RUNNING'") \
+            or []
+        for run in runs:
+            self.call("close a dangling run", self.client.set_terminated, run.info.run_id,
+                       status="KILLED")
+        return len(runs)
 
     def end_search(self, run_id: str | None, status: str = "FINISHED") -> None:
         if run_id:
-            self._call("end the search run", self.client.set_terminated, run_id, status=status)
+            self.call("end the search run", self.client.set_terminated, run_id, status=status)
 
     # --- trials -------------------------------------------------------------------------------
     def start_trial(self, parent_id: str | None, name: str, params: dict, tags: dict) -> str | None:
         if parent_id is None:
             return None
-        run = self._call("create a trial run", self.client.create_run, self.experiment_id,
+        run = self.call("create a trial run", self.client.create_run, self.experiment_id,
                          run_name=name, tags={"mlflow.parentRunId": parent_id, **tags})
         if run is None:
             return None
@@ -124,7 +129,7 @@ class Tracker:
             return
         items = [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
         for start in range(0, len(items), 100):  # MLflow accepts 100 params per batch
-            self._call("log params", self.client.log_batch, run_id,
+            self.call("log params", self.client.log_batch, run_id,
                        params=items[start:start + 100])
 
     def log_metrics(self, run_id: str | None, metrics: dict, step: int = 0) -> None:
@@ -136,20 +141,20 @@ class Tracker:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         if batch:
-            self._call("log metrics", self.client.log_batch, run_id, metrics=batch)
+            self.call("log metrics", self.client.log_batch, run_id, metrics=batch)
 
     def set_tags(self, run_id: str | None, tags: dict) -> None:
         from mlflow.entities import RunTag
 
         if run_id and tags:
-            self._call("set tags", self.client.log_batch, run_id,
+            self.call("set tags", self.client.log_batch, run_id,
                        tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
         if run_id:
-            self._call(f"log artifact {path}", self.client.log_artifact, run_id, str(path),
+            self.call(f"log artifact {path}", self.client.log_artifact, run_id, str(path),
                        folder)
 
     def end_run(self, run_id: str | None, status: str) -> None:
         if run_id:
-            self._call("end a run", self.client.set_terminated, run_id, status=status)
+            self.call("end a run", self.client.set_terminated, run_id, status=status)

@@ -39,7 +39,10 @@ class SearchFailed(UserError):
 
 
 def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuning_dir: Path,
-             models_dir: Path, results_dir: Path) -> dict:
+             models_dir: Path, results_dir: Path, first_values: list[dict] | None = None,
+             run_tags: dict | None = None) -> dict:
+    """``first_values``: configurations to try first (default: the space's defaults).
+    ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id)."""
     import keras
 
     from pipeline.training import early_stopping
@@ -63,7 +66,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         keras.mixed_precision.set_global_policy("mixed_float16")
 
     data_hash = meta["outputs"]["train_images.npy"]["sha256"][:12]
-    search_key = _search_key(family, space_file, t, data_hash, params.augmentation)
+    search_key = _search_key(family, space_file, t, data_hash, params.augmentation, run_tags)
     project = f"{family}-{search_key}"
     tracker = Tracker(resolve_tracking_uri(t.tracking_uri), t.experiment)
     parent = tracker.start_search(
@@ -71,7 +74,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         tags={"family": family, "tuner": t.tuner, "space_file": str(space_file),
               "git_commit": _git_commit(), "data_sha256": data_hash,
               "dataset": meta["dataset"], "role": "search",
-              "keras_backend": keras.backend.backend()},
+              "keras_backend": keras.backend.backend(), **(run_tags or {})},
         params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
                 "family": family, "space": space.summary(), "train_images": len(search_idx),
                 "val_images": len(y_val)},
@@ -84,7 +87,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         t.tuner, hypermodel, directory=tuning_dir, project_name=project,
         max_trials=t.max_trials, max_epochs=t.max_epochs, hyperband_factor=t.hyperband_factor,
         seed=t.seed, max_consecutive_failures=t.max_consecutive_failures,
-        deadline=started + 60 * t.budget_minutes, tracker=tracker, parent_run=parent,
+        deadline=started + 60 * t.budget_minutes, first_values=first_values, tracker=tracker,
+        parent_run=parent,
         fixed_tags={"family": family},
     )
     log.info("searching %s with %s: %d training images, %d validation, budget %.1f min",
@@ -235,13 +239,14 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     store.atomic_write_bytes(path, buffer.getvalue().encode())
 
 
-def _search_key(family, space_file: Path, tune, data_hash: str, augmentation) -> str:
+def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
+                run_tags: dict | None = None) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
     settings = tune.model_dump(exclude={"budget_minutes", "final_epochs",
                                         "final_budget_minutes", "max_trials", "tracking_uri",
                                         "per_family"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
-                       augmentation.model_dump()], sort_keys=True)
+                       augmentation.model_dump(), run_tags or {}], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -1,0 +1,136 @@
+"""The MLflow Model Registry side: registered names, model versions, the champion alias.
+
+A registered model is the inference graph of a trained model: the training-only augmentation
+layers are dropped (they are the identity at inference) and a softmax turns logits into class
+probabilities, so it loads with plain Keras, without this package. Each version carries tags:
+``test_accuracy``, ``hyperparameters`` (JSON, the retune job's warm start), ``run`` (the MLflow
+run that registered it) and ``registered_by`` (publish or retune).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+CHAMPION, PREVIOUS = "champion", "previous"
+EXAMPLE_IMAGES = 4
+
+
+def registered_name(dataset: str, family: str) -> str:
+    return f"{dataset}-{family}"
+
+
+@dataclass
+class Champion:
+    name: str
+    version: str
+    hyperparameters: dict
+    tags: dict
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def inference_model(model):
+    """The trained model without its training-only augmentation, with softmax outputs.
+
+    Layers are reused (not copied), so the weights are the trained ones.
+    """
+    import keras
+
+    def reuse(layer):
+        if layer.name == "augmentation":
+            # a Sequential, like the layer it replaces: same call signature (mask included)
+            return keras.Sequential([keras.layers.Identity()], name="no_augmentation")
+        return layer
+
+    graph = keras.models.clone_model(model, clone_function=reuse)
+    probabilities = keras.layers.Softmax(name="probabilities", dtype="float32")(graph.outputs[0])
+    return keras.Model(graph.inputs, probabilities, name=f"{model.name}_inference")
+
+
+def register(tracker, model, name: str, run_id: str, artifact: str, tags: dict) -> str:
+    """Save the model as an MLflow model (signature, input example, pinned requirements), log
+    it on ``run_id`` and register that artifact under ``name``; returns the new version.
+
+    (``mlflow.keras.log_model`` with an input example fails in MLflow 3.17: the Keras flavor
+    writes the example before it creates the model folder; a folder made beforehand works.)
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = np.zeros((EXAMPLE_IMAGES, 32, 32, 3), dtype=np.uint8)
+    example[:, :16] = 255  # not a blank image: half white, half black
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / artifact
+        folder.mkdir()
+        mlflow.keras.save_model(model, str(folder), signature=signature, input_example=example,
+                                pip_requirements=_requirements())
+        tracker.client.log_artifacts(run_id, str(folder), artifact)
+    mlflow.set_tracking_uri(tracker.uri)
+    version = str(mlflow.register_model(f"runs:/{run_id}/{artifact}", name,
+                                        await_registration_for=60).version)
+    for key, value in {**tags, "run": run_id}.items():
+        tracker.client.set_model_version_tag(name, version, key, str(value)[:5000])
+    return version
+
+
+def champion(client, name: str) -> Champion | None:
+    """The version holding the champion alias, or None (no such model, or no alias yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    try:
+        hyperparameters = json.loads(version.tags.get("hyperparameters", "{}"))
+    except json.JSONDecodeError:
+        hyperparameters = {}
+    return Champion(name, str(version.version), hyperparameters, dict(version.tags))
+
+
+def set_champion_if_none(client, name: str, version: str) -> bool:
+    if champion(client, name) is not None:
+        return False
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return True
+
+
+def promote(client, name: str, version: str) -> str | None:
+    """Move the champion alias to ``version``; the old champion keeps its version and gets the
+    alias ``previous``. Returns the old champion's version. The champion alias moves in one
+    call, so a crash leaves either the old or the new champion, never none."""
+    old = champion(client, name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if old is not None:
+        client.set_registered_model_alias(name, PREVIOUS, old.version)
+    return None if old is None else old.version
+
+
+def load_version(uri: str):
+    """A registered model as a Keras model (softmax outputs)."""
+    import mlflow
+
+    return mlflow.keras.load_model(uri)
+
+
+def _requirements() -> list[str]:
+    import keras
+
+    packages = {"tensorflow": ["tensorflow"], "jax": ["jax", "jaxlib"],
+                "torch": ["torch"]}.get(keras.backend.backend(), [])
+    pins = [f"keras=={keras.__version__}"]
+    for package in packages:
+        try:
+            pins.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pins.append(package)
+    return pins

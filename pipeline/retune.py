@@ -1,0 +1,184 @@
+"""The scheduled retuning job: the one command a scheduler calls (``cifar-automl retune``).
+
+Under a lock: bring the prepared data up to date (DVC reruns prepare only if its inputs
+changed), then per family a fresh search under the retune budget, warm-started with the
+champion's hyperparameters, and a paired verdict challenger vs champion on the same test
+images. The challenger is registered and made champion only when it wins by the margin with
+McNemar support (the old champion keeps its version and gets the alias ``previous``).
+
+Crash safety: nothing in the registry changes before the verdict, and the champion alias moves
+in one call; the lock is an ``flock`` the kernel drops with its holder; runs a killed retune
+left RUNNING in MLflow are closed as KILLED by the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import registry
+from pipeline.config import Params
+from pipeline.data import store
+from pipeline.errors import UserError
+from pipeline.lock import RunLock
+from pipeline.stats import format_p, mcnemar_exact
+from pipeline.tracking import Tracker, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+CURRENT = "current"  # the workdir's scratch folder of the running retune
+
+
+class RetuneFailed(UserError):
+    exit_code = 1
+
+
+def run_retune(params: Params, params_path: Path, data_dir: Path,
+               space_dir: Path = Path("search_spaces")) -> dict:
+    r = params.retune
+    workdir = Path(r.workdir)
+    with RunLock(Path(r.lock_file)):
+        started = time.monotonic()
+        scratch = workdir / CURRENT
+        shutil.rmtree(scratch, ignore_errors=True)  # a killed retune's leftovers
+        _bring_data_up_to_date(params_path, data_dir)
+        retune_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        uri = resolve_tracking_uri(params.tune.tracking_uri)
+        tracker = Tracker(uri, params.tune.experiment)
+        if tracker.experiment_id is None:
+            raise RetuneFailed(f"MLflow store {uri}: unreachable; the champion lives there, "
+                               "so nothing was retuned")
+        closed = close_killed_retunes(tracker)
+        if closed:
+            log.info("closed %d run(s) a killed retune left RUNNING", closed)
+        run_id = tracker.client.create_run(
+            tracker.experiment_id, run_name=f"retune-{retune_id}",
+            tags={"role": "retune", "retune_id": retune_id}).info.run_id
+        tracker.log_params(run_id, {f"retune.{k}": v for k, v in r.model_dump().items()})
+        meta = store.load_meta(data_dir)
+        x_test, y_test = (np.asarray(a) for a in store.load_split(data_dir, "test"))
+        outcomes = {}
+        try:
+            for family in r.families:
+                outcomes[family] = _retune_family(params, family, space_dir / f"{family}.yaml",
+                                                  data_dir, scratch / family, meta, x_test,
+                                                  y_test, tracker, run_id, retune_id)
+        except BaseException:
+            tracker.end_run(run_id, "FAILED")
+            raise
+        summary = summarize(retune_id, outcomes, r.margin, r.alpha,
+                            (time.monotonic() - started) / 60)
+        tracker.set_tags(run_id, {"summary": summary,
+                                  **{f"{f}_decision": o["decision"] for f, o in
+                                     outcomes.items()}})
+        tracker.end_run(run_id, "FINISHED")
+    print(summary, flush=True)
+    return {"retune_id": retune_id, "run_id": run_id, "families": outcomes, "summary": summary}
+
+
+def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, y_test,
+                   tracker, run_id, retune_id) -> dict:
+    from pipeline.evaluate import load_model
+    from pipeline.tune import run_tune
+
+    r = params.retune
+    name = registry.registered_name(meta["dataset"], family)
+    current = registry.champion(tracker.client, name)
+    warm = [current.hyperparameters] if current and current.hyperparameters else None
+    log.info("%s: champion %s; searching for a challenger (%d trials, %.1f min at most)",
+             family, f"version {current.version}" if current else "none yet", r.max_trials,
+             r.budget_minutes)
+    tune = params.tune.model_copy(update={
+        "max_trials": r.max_trials, "budget_minutes": r.budget_minutes,
+        "final_epochs": r.final_epochs, "final_budget_minutes": r.final_budget_minutes,
+        "per_family": {}})
+    best = run_tune(params.model_copy(update={"tune": tune}), family, space_file, data_dir,
+                    scratch / "tuning", scratch / "models", scratch / "results",
+                    first_values=warm, run_tags={"retune_id": retune_id})
+    challenger = registry.inference_model(load_model(scratch / "models" / family /
+                                                     "best.keras"))
+    challenger_right = _predict(challenger, x_test) == y_test
+    outcome = {"champion_version": current.version if current else None,
+               "challenger_accuracy": float(challenger_right.mean()),
+               "search_run": best.get("mlflow_parent_run")}
+    if current is None:
+        decision = "created"
+    else:
+        champion_right = _predict(registry.load_version(current.uri), x_test) == y_test
+        verdict = mcnemar_exact(challenger_right, champion_right)
+        outcome.update(champion_accuracy=float(champion_right.mean()),
+                       p_value=float(verdict["p_value"]))
+        outcome["difference"] = outcome["challenger_accuracy"] - outcome["champion_accuracy"]
+        wins = outcome["difference"] >= r.margin and outcome["p_value"] <= r.alpha
+        decision = "promoted" if wins else "kept"
+    outcome["decision"] = decision
+    if decision != "kept":
+        version = registry.register(
+            tracker, challenger, name, run_id, f"{family}-model",
+            {"test_accuracy": round(outcome["challenger_accuracy"], 4),
+             "registered_by": "retune", "retune_id": retune_id,
+             "hyperparameters": json.dumps(best["hyperparameters"])})
+        registry.promote(tracker.client, name, version)
+        outcome["new_version"] = version
+    tracker.log_metrics(run_id, {f"{family}_{k}": v for k, v in outcome.items()
+                                 if isinstance(v, float)})
+    log.info("%s: %s", family, _describe(family, outcome, r.margin, r.alpha))
+    return outcome
+
+
+def close_killed_retunes(tracker: Tracker) -> int:
+    """Runs a retune left RUNNING can only belong to a dead process once we hold the lock:
+    the retune run, its searches and their trials."""
+    searches = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string="tags.retune_id LIKE '%' and attributes.status = 'RUNNING'")
+    trials = sum(tracker.close_dangling_children(run.info.run_id) for run in searches)
+    return trials + tracker.close_running("tags.retune_id LIKE '%'")
+
+
+def summarize(retune_id: str, outcomes: dict, margin: float, alpha: float,
+              minutes: float) -> str:
+    parts = [_describe(f, o, margin, alpha) for f, o in outcomes.items()]
+    return f"Retune {retune_id} ({minutes:.1f} min): " + " ".join(parts)
+
+
+def _describe(family: str, o: dict, margin: float, alpha: float) -> str:
+    challenger = f"challenger {100 * o['challenger_accuracy']:.2f}%"
+    if o["decision"] == "created":
+        return f"{family}: no champion yet; {challenger} is champion (version {o['new_version']})."
+    numbers = (f"{challenger} vs champion version {o['champion_version']} "
+               f"{100 * o['champion_accuracy']:.2f}% ({100 * o['difference']:+.2f} points, "
+               f"McNemar {format_p(o['p_value'])})")
+    if o["decision"] == "promoted":
+        return (f"{family}: {numbers}: promoted to champion (version {o['new_version']}); "
+                f"version {o['champion_version']} is now 'previous'.")
+    return (f"{family}: {numbers}: champion kept (promotion needs {100 * margin:+.2f} points "
+            f"and p <= {alpha:g}).")
+
+
+def _predict(model, images: np.ndarray) -> np.ndarray:
+    return np.argmax(model.predict(images, batch_size=512, verbose=0), axis=1)
+
+
+def _bring_data_up_to_date(params_path: Path, data_dir: Path) -> None:
+    """In a DVC project, ``dvc repro prepare`` (it reruns only if an input changed);
+    elsewhere, the prepared data must be there."""
+    root = Path(params_path).resolve().parent
+    if (root / "dvc.yaml").is_file() and (root / ".dvc").is_dir():
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:]
+            raise RetuneFailed(f"dvc repro prepare failed: {last[0] if last else 'no output'}")
+        log.info("data: %s", "prepared again" if "Running stage" in done.stdout
+                 else "up to date")
+    elif not (data_dir / "meta.json").is_file():
+        raise RetuneFailed(f"{data_dir}: no prepared data; run `cifar-automl prepare` first")
