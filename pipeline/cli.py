@@ -28,13 +28,19 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.distributed import Role, parse_address
 
     params = load_params(args.params)
     space = Path(args.space or f"search_spaces/{args.family}.yaml")
+    role = Role(args.role)
+    if args.role != "standalone":
+        host, port = parse_address(args.chief)
+        role = Role(args.role, host, port, args.worker_id)
     from pipeline.tune import run_tune  # imports Keras, KerasTuner, MLflow
 
     run_tune(params, args.family, space, Path(args.data), Path(args.tuning_dir),
-             Path(args.models), Path(args.results))
+             Path(args.models), Path(args.results), role=role, wait_s=args.wait_seconds,
+             grace_s=args.grace_seconds)
     return EXIT_OK
 
 
@@ -168,6 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--family", required=True, choices=["cnn", "fc"])
     tune.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
     tune.add_argument("--tuning-dir", default="tuning", help="KerasTuner projects (%(default)s)")
+    spread = tune.add_argument_group(
+        "distributed search", "one chief serves trials to workers; all share --tuning-dir, "
+        "the data and the MLflow store (see the README)")
+    spread.add_argument("--role", choices=["standalone", "chief", "worker"],
+                        default="standalone", help="%(default)s: no distribution")
+    spread.add_argument("--chief", default="127.0.0.1:8765",
+                        help="the chief's HOST:PORT (%(default)s); the chief listens there, "
+                             "unauthenticated: keep it on a private network")
+    spread.add_argument("--worker-id", type=int, default=0,
+                        help="this worker's number; a restarted worker takes its old number "
+                             "to resume its trial")
+    spread.add_argument("--wait-seconds", type=float, default=300,
+                        help="how long a worker waits for the chief, and any call to it "
+                             "(%(default)s)")
+    spread.add_argument("--grace-seconds", type=float, default=120,
+                        help="how long the chief waits for running trials after the budget "
+                             "before it reports them orphaned (%(default)s)")
     tune.set_defaults(handler=_cmd_tune)
 
     evaluate = commands.add_parser(

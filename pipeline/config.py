@@ -84,8 +84,12 @@ class TuneParams(Section):
     final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
     seed: Annotated[int, Field(ge=0)] = 1
-    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db
+    # None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; "off": no MLflow at all
+    tracking_uri: str | None = None
     experiment: str = "cifar-automl"
+    # auto: data parallel over 2+ GPUs of this host; on: over every device (CPU ones too);
+    # off: one device
+    data_parallel: Literal["auto", "on", "off"] = "auto"
     per_family: dict[Literal["cnn", "fc"], FamilyOverrides] = {}
 
     def for_family(self, family: str) -> TuneParams:

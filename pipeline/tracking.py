@@ -17,12 +17,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
+TRACKING_OFF = "off"  # tracking_uri value that switches MLflow off
 STATUS_OF_TRIAL = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "INVALID": "FAILED"}
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
     """params.yaml's tune.tracking_uri, else $MLFLOW_TRACKING_URI, else the local SQLite store."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri == TRACKING_OFF:
+        return uri
     if uri.startswith("sqlite:///"):
         db_path = Path(uri[len("sqlite:///"):])
         db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,14 +37,22 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path = DEFAULT_ARTIFACT_ROOT,
                  retries: int = 3):
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
         self.retries = retries
         self.failures = 0
+        self.client = None
+        self.experiment_id = None
+        if uri == TRACKING_OFF:
+            log.info("MLflow: tracking is off (tracking_uri: off)")
+            return
+        try:
+            from mlflow.tracking import MlflowClient
+        except ImportError:
+            log.warning("MLflow is not installed: tracking is off for this run")
+            return
+        self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self.call("open the experiment", self._experiment, experiment,
-                                        Path(artifact_root))
+                                       Path(artifact_root))
         if self.experiment_id is None:
             log.warning("MLflow: tracking is off for this run (store %s unreachable)", uri)
 
@@ -93,12 +104,35 @@ class Tracker:
         self.log_params(run_id, params)
         return run_id
 
+    def wait_for_search(self, search_key: str, timeout_s: float) -> str | None:
+        """A worker's view: the chief's RUNNING search run with this key, waited for (the
+        chief creates it at start), never created or reopened here. None if tracking is off
+        or it does not appear in time (the worker then trains without logging)."""
+        if self.experiment_id is None:
+            return None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = self.call("look up the search run", self.client.search_runs,
+                             [self.experiment_id],
+                             filter_string=f"tags.search_key = '{search_key}' "
+                                           "and attributes.status = 'RUNNING'",
+                             max_results=1) or []
+            if runs:
+                return runs[0].info.run_id
+            if time.monotonic() >= deadline:
+                log.warning("MLflow: no running search run %s after %.0f s; this worker's "
+                            "trials go unlogged", search_key, timeout_s)
+                return None
+            time.sleep(1)
+
     def close_dangling_children(self, parent_id: str) -> int:
         """Mark trials left RUNNING by a killed process as KILLED; returns how many."""
         return self.close_running(f"tags.mlflow.parentRunId = '{parent_id}'")
 
     def close_running(self, filter_string: str) -> int:
         """Mark the RUNNING runs matching ``filter_string`` as KILLED; returns how many."""
+        if self.experiment_id is None:
+            return 0
         runs = self.call("list running runs", self.client.search_runs, [self.experiment_id],
                           filter_string=f"{filter_string} and attributes.status = 'RUNNING'") \
             or []

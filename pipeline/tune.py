@@ -7,6 +7,7 @@ parent run for the search with a child run per trial, and a child run for the fi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -40,11 +41,16 @@ class SearchFailed(UserError):
 
 def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuning_dir: Path,
              models_dir: Path, results_dir: Path, first_values: list[dict] | None = None,
-             run_tags: dict | None = None) -> dict:
+             run_tags: dict | None = None, role=None, wait_s: float = 300,
+             grace_s: float = 120) -> dict:
     """``first_values``: configurations to try first (default: the space's defaults).
-    ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id)."""
+    ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
+    ``role``: a ``pipeline.distributed.Role``; a worker only runs trials the chief hands out
+    (it waits up to ``wait_s`` for the chief), the chief serves them and does the rest, and
+    gives up on workers ``grace_s`` after its budget."""
     import keras
 
+    from pipeline import devices, distributed
     from pipeline.training import early_stopping
     from pipeline.tuning import (
         SUMMARY_FILE,
@@ -54,6 +60,10 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     )
 
     t = params.tune.for_family(family)
+    role = role or distributed.Role("standalone")
+    distributed.configure(role, rpc_timeout_s=max(wait_s, 60))
+    if role.kind == "worker":
+        distributed.wait_for_chief(role, wait_s)
     space = load_space(space_file, family=family, known=known_hyperparameters(family))
     meta = store.load_meta(data_dir)
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
@@ -61,6 +71,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     subset = None if t.profile == "gpu" else t.search_train_per_class
     search_idx = per_class_subset(y_train, subset, t.seed)
     keras.utils.set_random_seed(t.seed)
+    parallel = devices.data_parallel(t.data_parallel)
     if t.profile == "gpu":
         # float16 compute with a loss scale (Keras adds it when compiling under this policy)
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -69,16 +80,22 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     search_key = _search_key(family, space_file, t, data_hash, params.augmentation, run_tags)
     project = f"{family}-{search_key}"
     tracker = Tracker(resolve_tracking_uri(t.tracking_uri), t.experiment)
-    parent = tracker.start_search(
-        search_key, f"{family}-search",
-        tags={"family": family, "tuner": t.tuner, "space_file": str(space_file),
-              "git_commit": _git_commit(), "data_sha256": data_hash,
-              "dataset": meta["dataset"], "role": "search",
-              "keras_backend": keras.backend.backend(), **(run_tags or {})},
-        params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
-                "family": family, "space": space.summary(), "train_images": len(search_idx),
-                "val_images": len(y_val)},
-    )
+    if role.kind == "worker":
+        parent = tracker.wait_for_search(search_key, wait_s)
+    else:
+        parent = tracker.start_search(
+            search_key, f"{family}-search",
+            tags={"family": family, "tuner": t.tuner, "space_file": str(space_file),
+                  "git_commit": _git_commit(), "data_sha256": data_hash,
+                  "dataset": meta["dataset"], "role": "search", "distributed": role.kind,
+                  "keras_backend": keras.backend.backend(),
+                  "data_parallel": str(bool(parallel) or
+                                       keras.distribution.distribution() is not None),
+                  **(run_tags or {})},
+            params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
+                    "family": family, "space": space.summary(),
+                    "train_images": len(search_idx), "val_images": len(y_val)},
+        )
     started = time.monotonic()
     hypermodel = FamilyHyperModel(family, space, meta, params.augmentation,
                                   n_train=len(search_idx), schedule_epochs=t.max_epochs,
@@ -88,8 +105,9 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         max_trials=t.max_trials, max_epochs=t.max_epochs, hyperband_factor=t.hyperband_factor,
         seed=t.seed, max_consecutive_failures=t.max_consecutive_failures,
         deadline=started + 60 * t.budget_minutes, first_values=first_values, tracker=tracker,
-        parent_run=parent,
-        fixed_tags={"family": family},
+        parent_run=parent, fixed_tags={"family": family, "tuner_id": role.tuner_id},
+        role=role, serve_until=started + 60 * t.budget_minutes + grace_s,
+        tuner_kwargs=parallel,
     )
     log.info("searching %s with %s: %d training images, %d validation, budget %.1f min",
              family, t.tuner, len(search_idx), len(y_val), t.budget_minutes)
@@ -99,14 +117,32 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
                      epochs=t.max_epochs, callbacks=[early_stopping(t.patience)],
                      verbose=verbose)
     except RuntimeError as exc:  # KerasTuner: too many consecutive failed trials
-        tracker.end_search(parent, "FAILED")
+        if role.kind != "worker":
+            tracker.end_search(parent, "FAILED")
         first_line = str(exc).strip().splitlines()[0]
         raise SearchFailed(f"{family} search stopped: {first_line} (see trials.csv and MLflow "
                            "for each trial's error)") from None
+    except Exception as exc:
+        if role.kind == "worker" and type(exc).__module__.startswith("grpc"):
+            raise distributed.ChiefUnreachable(
+                f"{role.tuner_id}: lost the chief at {role.address} "
+                f"({type(exc).__name__}); the search goes on without this worker") from None
+        raise
+    if role.kind == "worker":
+        log.info("%s: the chief has no more trials; done", role.tuner_id)
+        return {"family": family, "role": role.tuner_id, "mlflow_parent_run": parent}
 
     rows, histories = _trial_rows(tuner, SUMMARY_FILE)
     _write_csv(results_dir / family / "trials.csv", rows)
     _write_csv(results_dir / family / "trial_history.csv", histories)
+    if tuner.orphaned:
+        tracker.end_search(parent, "KILLED")
+        out = ", ".join(f"trial {trial} on {worker}" for worker, trial in
+                        sorted(tuner.orphaned.items()))
+        raise distributed.SearchIncomplete(
+            f"{family} search: the chief's deadline passed with orphaned trials ({out}): their "
+            "workers stopped reporting. Rerun the chief and those workers (same --worker-id) "
+            "to finish them; completed trials are kept")
     completed = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not completed:
         tracker.end_search(parent, "FAILED")
@@ -126,8 +162,10 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     epochs = final_epochs_within_budget(t.final_epochs, 60 * t.final_budget_minutes,
                                         best_row.get("seconds_per_epoch"),
                                         len(search_idx), len(y_train), len(y_val))
-    model, final, history = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val,
-                                          t, epochs, verbose, tracker, parent, family)
+    strategy = parallel.get("distribution_strategy")
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, final, history = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val,
+                                              y_val, t, epochs, verbose, tracker, parent, family)
     _write_csv(results_dir / family / "history.csv", history)
     tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
     model_path = models_dir / family / "best.keras"

@@ -75,6 +75,11 @@ class TrackedTunerMixin:
     tracker: Tracker | None = None
     parent_run: str | None = None
     fixed_tags: dict = {}
+    deadline: float | None = None  # time.monotonic() value: no trial runs past it
+    trial_cap: int | None = None
+    role = None  # a pipeline.distributed.Role; None: standalone
+    serve_until: float | None = None  # chief only: when to stop waiting for workers
+    orphaned: dict[str, str] = {}  # chief only: trials out on workers at the end
 
     def setup_tracking(self, tracker: Tracker | None, parent_run: str | None,
                        fixed_tags: dict | None = None) -> None:
@@ -96,20 +101,33 @@ class TrackedTunerMixin:
         self.oracle.update_space(hp)
 
     def seconds_left(self) -> float | None:
-        deadline = self.oracle.deadline
-        return None if deadline is None else deadline - time.monotonic()
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def search(self, *fit_args, **fit_kwargs):
+        """Standalone and workers: KerasTuner's loop. The chief serves the oracle instead, with
+        a deadline (KerasTuner's own chief loop waits forever for a dead worker's trial)."""
+        if self.role is None or self.role.kind != "chief":
+            return super().search(*fit_args, **fit_kwargs)
+        from pipeline.distributed import serve
+
+        self.save()
+        self.orphaned = serve(self.oracle, self.serve_until or float("inf"))
 
     # --- one trial ----------------------------------------------------------------------------
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
+        left = self.seconds_left()
+        budget = "no" if left is None else f"{max(left, 0) / 60:.1f} min"
+        if self.role is not None:  # a worker: the trials table lives on the chief
+            log.info("%s: trial %s; %s of budget left", self.role.tuner_id, trial.trial_id,
+                     budget)
+            return
         done = [t for t in self.oracle.trials.values() if t.status == "COMPLETED"]
         best = max((t.score for t in done if t.score is not None), default=None)
-        cap = f" of at most {self.oracle.trial_cap}" if self.oracle.trial_cap else ""
-        left = self.seconds_left()
+        cap = f" of at most {self.trial_cap}" if self.trial_cap else ""
         log.info("trial %d%s (id %s): best %s so far %s; %s of budget left",
                  len(self.oracle.trials), cap, trial.trial_id, self.oracle.objective.name,
-                 "-" if best is None else f"{best:.4f}",
-                 "no" if left is None else f"{max(left, 0) / 60:.1f} min")
+                 "-" if best is None else f"{best:.4f}", budget)
 
     def run_trial(self, trial, *args, **kwargs):
         trial_id = trial.trial_id
@@ -133,7 +151,7 @@ class TrackedTunerMixin:
     def _build_and_fit_model(self, trial, *args, **kwargs):
         # Added here, after KerasTuner deep-copied the search's callbacks for this trial, so
         # these very objects watch the training and can be read afterwards.
-        guard, deadline = NaNGuard(), Deadline(self.oracle.deadline)
+        guard, deadline = NaNGuard(), Deadline(self.deadline)
         self._guards[trial.trial_id] = guard
         self._deadline_callbacks[trial.trial_id] = deadline
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline]
@@ -296,7 +314,8 @@ def make_tuner(kind: str, hypermodel: FamilyHyperModel, *, directory, project_na
                max_trials: int, max_epochs: int, hyperband_factor: int, seed: int,
                max_consecutive_failures: int, deadline: float | None = None,
                first_values: list[dict] | None = None, tracker: Tracker | None = None,
-               parent_run: str | None = None, fixed_tags: dict | None = None):
+               parent_run: str | None = None, fixed_tags: dict | None = None, role=None,
+               serve_until: float | None = None, tuner_kwargs: dict | None = None):
     """A tracked, budgeted tuner of the given kind; resumes when the project folder exists."""
     common = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                   max_consecutive_failed_trials=max_consecutive_failures,
@@ -311,6 +330,9 @@ def make_tuner(kind: str, hypermodel: FamilyHyperModel, *, directory, project_na
     oracle.trial_cap, oracle.deadline = max_trials, deadline
     oracle.first_values = [dict(v) for v in (first_values if first_values is not None else [{}])]
     tuner = tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
-                        project_name=project_name, overwrite=False)
+                        project_name=project_name, overwrite=False, **(tuner_kwargs or {}))
     tuner.setup_tracking(tracker, parent_run, fixed_tags)
+    tuner.deadline, tuner.trial_cap = deadline, max_trials
+    tuner.role = None if role is None or role.kind == "standalone" else role
+    tuner.serve_until = serve_until
     return tuner

@@ -216,20 +216,26 @@ def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
     assert sorted(r["trial_id"] for r in rows) == sorted(by_status["FINISHED"])
 
 
-def test_tiny_search_on_the_jax_backend(tmp_path, tiny_prepared):
+def test_tiny_search_on_the_jax_backend_data_parallel(tmp_path, tiny_prepared):
+    """JAX, with the host CPU split into two devices and data parallelism on: every batch is
+    sharded over both, through keras.distribution.DataParallel."""
     pytest.importorskip("jax")
-    params_file, space_file = setup_search(tmp_path, max_trials=2, max_epochs=1)
+    params_file, space_file = setup_search(tmp_path, max_trials=2, max_epochs=1,
+                                           data_parallel="on")
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", "tune", "--family", "cnn", "--params",
          str(params_file), "--space", str(space_file), "--data", str(tiny_prepared),
          "--tuning-dir", "tuning", "--models", "models", "--results", "results"],
-        cwd=tmp_path, env={**_cli_env(), "KERAS_BACKEND": "jax"}, capture_output=True,
-        text=True, timeout=300)
+        cwd=tmp_path, env={**_cli_env(), "KERAS_BACKEND": "jax",
+                           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "data parallel over 2 devices (jax): cpu:0, cpu:1" in result.stderr
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
     _, parents, children = runs(tmp_path)
     assert parents[0].data.tags["keras_backend"] == "jax"
+    assert parents[0].data.tags["data_parallel"] == "True"
     assert len(children) == 2
 
 
