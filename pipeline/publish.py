@@ -18,7 +18,7 @@ from pipeline.config import Params
 from pipeline.data import store
 from pipeline.errors import UserError
 from pipeline.evaluate import load_model
-from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.tracking import TRACKING_OFF, Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 FAMILIES = ("cnn", "fc")
@@ -36,6 +36,11 @@ def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_pat
     bests = {f: store.read_json(results_dir / f / "best_hparams.json") for f in FAMILIES}
     dataset = metrics.get("dataset", "cifar10")
     uri = resolve_tracking_uri(params.tune.tracking_uri)
+    if uri == TRACKING_OFF:
+        log.info("tracking is off: nothing to publish")
+        result = {"evaluation_run": None, "tracking_uri": uri, "models": {}}
+        store.atomic_write_bytes(out_path, (json.dumps(result, indent=2) + "\n").encode())
+        return result
     tracker = Tracker(uri, params.tune.experiment)
     if tracker.experiment_id is None:
         raise TrackingUnavailable(f"MLflow store {uri}: unreachable, nothing was published")

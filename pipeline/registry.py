@@ -115,10 +115,12 @@ def promote(client, name: str, version: str) -> str | None:
     return None if old is None else old.version
 
 
-def load_version(uri: str):
-    """A registered model as a Keras model (softmax outputs)."""
+def load_version(tracker, uri: str):
+    """A registered model (``models:/name/version``) of the tracker's store, as a Keras model
+    (softmax outputs)."""
     import mlflow
 
+    mlflow.set_tracking_uri(tracker.uri)  # models:/ URIs resolve through the global store
     return mlflow.keras.load_model(uri)
 
 

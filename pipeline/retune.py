@@ -112,7 +112,7 @@ def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, 
     if current is None:
         decision = "created"
     else:
-        champion_right = _predict(registry.load_version(current.uri), x_test) == y_test
+        champion_right = _predict(registry.load_version(tracker, current.uri), x_test) == y_test
         verdict = mcnemar_exact(challenger_right, champion_right)
         outcome.update(champion_accuracy=float(champion_right.mean()),
                        p_value=float(verdict["p_value"]))

@@ -47,7 +47,8 @@ def registry_state(cwd: Path, name: str = "cifar10-fc") -> dict:
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlruns/mlflow.db")
     model = client.get_registered_model(name)
     versions = client.search_model_versions(f"name = '{name}'")
-    return {"aliases": dict(model.aliases), "versions": sorted(v.version for v in versions),
+    return {"aliases": {alias: str(v) for alias, v in model.aliases.items()},
+            "versions": sorted(str(v.version) for v in versions),
             "client": client}
 
 
