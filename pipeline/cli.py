@@ -87,14 +87,17 @@ def _cmd_history(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
     params = load_params(args.params)
-    from pipeline.lineage import history
+    from pipeline.lineage import history, plot_history
     from pipeline.tracking import Tracker, resolve_tracking_uri
 
     tracker = Tracker(resolve_tracking_uri(params.tune.tracking_uri), params.tune.experiment)
     if tracker.experiment_id is None:
         print("error: the MLflow store is unreachable", file=sys.stderr)
         return EXIT_FAILURE
-    print(history(tracker, args.dataset or params.prepare.dataset, params.retune.families))
+    dataset = args.dataset or params.prepare.dataset
+    print(history(tracker, dataset, params.retune.families))
+    if args.png:
+        print(f"plot: {plot_history(tracker, dataset, params.retune.families, Path(args.png))}")
     return EXIT_OK
 
 
@@ -230,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser(
         "history", help="champion lineage: registered versions and retune decisions")
     history.add_argument("--dataset", help="cifar10 or cifar100 (prepare.dataset)")
+    history.add_argument("--png", help="also plot the versions' test accuracy over time here")
     history.set_defaults(handler=_cmd_history)
 
     ui = commands.add_parser(

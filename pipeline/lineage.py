@@ -4,23 +4,37 @@ accuracy, origin and aliases, and every retune decision with the numbers behind 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from pipeline.registry import registered_name
+
+
+def versions(tracker, name: str) -> list[tuple]:
+    """(version, its aliases) in version order. Searched versions carry no aliases in MLflow,
+    so they come from the registered model."""
+    found = tracker.call("list model versions", tracker.client.search_model_versions,
+                         f"name = '{name}'") or []
+    model = tracker.call("read the registered model", tracker.client.get_registered_model,
+                         name) if found else None
+    aliases = {}
+    for alias, version in (model.aliases if model else {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    return [(v, sorted(aliases.get(str(v.version), [])))
+            for v in sorted(found, key=lambda v: int(v.version))]
 
 
 def history(tracker, dataset: str, families: list[str]) -> str:
     lines = []
     for family in families:
         name = registered_name(dataset, family)
-        versions = tracker.call("list model versions", tracker.client.search_model_versions,
-                                 f"name = '{name}'") or []
-        lines.append(f"{name}: {len(versions)} version(s)")
+        registered = versions(tracker, name)
+        lines.append(f"{name}: {len(registered)} version(s)")
         lines.append(f"  {'version':>7}  {'registered':16}  {'test acc':>8}  {'by':8}  aliases")
-        for v in sorted(versions, key=lambda v: int(v.version)):
+        for v, aliases in registered:
             accuracy = v.tags.get("test_accuracy")
             accuracy = f"{100 * float(accuracy):.2f}%" if accuracy else "-"
             lines.append(f"  {v.version:>7}  {_date(v.creation_timestamp):16}  {accuracy:>8}  "
-                         f"{v.tags.get('registered_by', '-'):8}  {', '.join(v.aliases) or '-'}")
+                         f"{v.tags.get('registered_by', '-'):8}  {', '.join(aliases) or '-'}")
     runs = tracker.call("list retune runs", tracker.client.search_runs,
                          [tracker.experiment_id], filter_string="tags.role = 'retune'",
                          order_by=["attributes.start_time ASC"]) or []
@@ -33,3 +47,38 @@ def history(tracker, dataset: str, families: list[str]) -> str:
 
 def _date(millis: int | None) -> str:
     return datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M") if millis else "-"
+
+
+def plot_history(tracker, dataset: str, families: list[str], path: Path) -> Path:
+    """Test accuracy of every registered version over time; the champion as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for family in families:
+        name = registered_name(dataset, family)
+        points = [(datetime.fromtimestamp(v.creation_timestamp / 1000),
+                   100 * float(v.tags["test_accuracy"]), v.version, aliases)
+                  for v, aliases in versions(tracker, name) if v.tags.get("test_accuracy")]
+        if not points:
+            continue
+        dates, accuracies, _, _ = zip(*points, strict=True)
+        line, = ax.plot(dates, accuracies, marker="o", label=name)
+        for date, accuracy, version, aliases in points:
+            ax.annotate(f"v{version}", (date, accuracy), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+            if "champion" in aliases:
+                ax.scatter([date], [accuracy], marker="*", s=300, color=line.get_color(),
+                           edgecolor="black", zorder=3)
+    ax.set_xlabel("registered at")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Registered versions over time (star: the current champion)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.autofmt_xdate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

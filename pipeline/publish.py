@@ -32,15 +32,15 @@ class TrackingUnavailable(UserError):
 
 def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_path: Path,
                 report_dir: Path, out_path: Path) -> dict:
-    metrics = store.read_json(metrics_path)
-    bests = {f: store.read_json(results_dir / f / "best_hparams.json") for f in FAMILIES}
-    dataset = metrics.get("dataset", "cifar10")
     uri = resolve_tracking_uri(params.tune.tracking_uri)
     if uri == TRACKING_OFF:
         log.info("tracking is off: nothing to publish")
         result = {"evaluation_run": None, "tracking_uri": uri, "models": {}}
         store.atomic_write_bytes(out_path, (json.dumps(result, indent=2) + "\n").encode())
         return result
+    metrics = store.read_json(metrics_path)
+    bests = {f: store.read_json(results_dir / f / "best_hparams.json") for f in FAMILIES}
+    dataset = metrics.get("dataset", "cifar10")
     tracker = Tracker(uri, params.tune.experiment)
     if tracker.experiment_id is None:
         raise TrackingUnavailable(f"MLflow store {uri}: unreachable, nothing was published")

@@ -149,3 +149,21 @@ def test_chief_reports_a_dead_workers_trial_and_a_rerun_finishes_it(tmp_path, ti
     assert parent.info.status == "FINISHED"
     statuses = sorted((c.data.tags["trial_id"], c.info.status) for c in children)
     assert ("0", "KILLED") in statuses and ("0", "FINISHED") in statuses
+
+
+def test_a_worker_without_a_chief_gives_up_in_time(tmp_path, tiny_prepared):
+    root, base = _setup(tmp_path, tiny_prepared, max_trials=2, max_epochs=1)
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    worker = Process([*base, "--role", "worker", "--worker-id", "1", "--chief", address,
+                      "--wait-seconds", "3"], root / "worker.log")
+    assert worker.wait(timeout=120) == 1
+    assert f"error: no chief at {address} after 3 s" in worker.output()
+
+
+def test_a_malformed_chief_address_is_one_line(tmp_path, tiny_prepared):
+    _, base = _setup(tmp_path, tiny_prepared)
+    done = subprocess.run([*base, "--role", "chief", "--chief", "localhost"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: --chief 'localhost': expected HOST:PORT, for "
+                                   "example 127.0.0.1:8765")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,11 +106,14 @@ def test_retunes_create_keep_and_promote_the_champion(tmp_path, real_cifar10):
     assert kept.metrics["fc_champion_accuracy"] >= 0 and "fc_p_value" in kept.metrics
     assert promoted.params["retune.margin"] == "-1.0"
 
-    shown = subprocess.run([sys.executable, "-m", "pipeline", "history"], cwd=repo, env=_env(),
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run([sys.executable, "-m", "pipeline", "history", "--png",
+                            "lineage.png"], cwd=repo, env=_env(), capture_output=True, text=True,
+                           timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert "cifar10-fc: 2 version(s)" in shown.stdout and "retune runs: 3" in shown.stdout
-    assert "champion" in shown.stdout and "previous" in shown.stdout
+    assert re.search(r"^\s+1\s.*\bretune\s+previous$", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^\s+2\s.*\bretune\s+champion$", shown.stdout, re.M), shown.stdout
+    assert (repo / "lineage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _wait_for(path: Path, text: str, process: subprocess.Popen, timeout: float) -> None:

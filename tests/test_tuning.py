@@ -1,5 +1,6 @@
 """Searches on the real CIFAR-10 (tiny subsets): MLflow records, failures, budget, resume."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -289,3 +290,19 @@ def test_unreachable_tracking_server_does_not_stop_the_search(tmp_path, tiny_pre
                       tracking_uri=f"http://127.0.0.1:{port}")
     assert best["search_score"] > 0
     assert "tracking is off" in caplog.text
+
+
+def test_tracking_off_runs_without_mlflow_and_publish_records_nothing(tmp_path, tiny_prepared,
+                                                                       monkeypatch):
+    from pipeline.publish import run_publish
+
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
+                      tracking_uri="off")
+    assert best["search_score"] > 0 and best["mlflow_parent_run"] is None
+    assert not (tmp_path / "mlruns").exists()  # no store was created
+    params = load_params(tmp_path / "params.yaml")
+    (tmp_path / "metrics.json").write_text('{"dataset": "cifar10"}')
+    out = tmp_path / "results" / "registry.json"
+    result = run_publish(params, tmp_path / "models", tmp_path / "results",
+                         tmp_path / "metrics.json", tmp_path / "reports", out)
+    assert result["models"] == {} and json.loads(out.read_text())["tracking_uri"] == "off"
