@@ -36,8 +36,6 @@ def load_images(source: Path, n: int):
 
 
 def build(family: str, x, batch_size: int, jit_compile: bool):
-    import keras
-
     from pipeline.config import AugmentationParams
     from pipeline.models import FAMILIES
     from pipeline.training import RECIPE_DEFAULTS, compile_model
@@ -50,14 +48,14 @@ def build(family: str, x, batch_size: int, jit_compile: bool):
     model = compile_model(model, cfg, steps, epochs=10)
     if jit_compile:
         model.jit_compile = True
-    return model, keras
+    return model
 
 
 def measure(family: str, x, y, batch_size: int, epochs: int, jit_compile: bool) -> dict:
     import keras
 
     keras.backend.clear_session()
-    model, _ = build(family, x, batch_size, jit_compile)
+    model = build(family, x, batch_size, jit_compile)
     times = []
 
     class Timer(keras.callbacks.Callback):

@@ -32,10 +32,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     space = Path(args.space or f"search_spaces/{args.family}.yaml")
-    role = Role(args.role)
+    role = Role("standalone")
     if args.role != "standalone":
-        host, port = parse_address(args.chief)
-        role = Role(args.role, host, port, args.worker_id)
+        role = Role(args.role, *parse_address(args.chief), args.worker_id)
     from pipeline.tune import run_tune  # imports Keras, KerasTuner, MLflow
 
     run_tune(params, args.family, space, Path(args.data), Path(args.tuning_dir),

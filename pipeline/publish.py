@@ -16,18 +16,12 @@ from pathlib import Path
 from pipeline import registry
 from pipeline.config import Params
 from pipeline.data import store
-from pipeline.errors import UserError
 from pipeline.evaluate import load_model
-from pipeline.tracking import TRACKING_OFF, Tracker, resolve_tracking_uri
+from pipeline.tracking import TRACKING_OFF, Tracker, TrackingUnavailable, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 FAMILIES = ("cnn", "fc")
 
-
-class TrackingUnavailable(UserError):
-    """Publishing is all MLflow: without a store there is nothing this stage can do."""
-
-    exit_code = 1
 
 
 def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_path: Path,

@@ -30,7 +30,6 @@ class Champion:
     name: str
     version: str
     hyperparameters: dict
-    tags: dict
 
     @property
     def uri(self) -> str:
@@ -94,7 +93,7 @@ def champion(client, name: str) -> Champion | None:
         hyperparameters = json.loads(version.tags.get("hyperparameters", "{}"))
     except json.JSONDecodeError:
         hyperparameters = {}
-    return Champion(name, str(version.version), hyperparameters, dict(version.tags))
+    return Champion(name, str(version.version), hyperparameters)
 
 
 def set_champion_if_none(client, name: str, version: str) -> bool:

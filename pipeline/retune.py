@@ -31,7 +31,7 @@ from pipeline.data import store
 from pipeline.errors import UserError
 from pipeline.lock import RunLock
 from pipeline.stats import format_p, mcnemar_exact
-from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.tracking import Tracker, TrackingUnavailable, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 CURRENT = "current"  # the workdir's scratch folder of the running retune
@@ -54,7 +54,7 @@ def run_retune(params: Params, params_path: Path, data_dir: Path,
         uri = resolve_tracking_uri(params.tune.tracking_uri)
         tracker = Tracker(uri, params.tune.experiment)
         if tracker.experiment_id is None:
-            raise RetuneFailed(f"MLflow store {uri}: unreachable; the champion lives there, "
+            raise TrackingUnavailable(f"MLflow store {uri}: unreachable; the champion lives there, "
                                "so nothing was retuned")
         closed = close_killed_retunes(tracker)
         if closed:

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -30,6 +32,12 @@ def resolve_tracking_uri(configured: str | None) -> str:
         db_path = Path(uri[len("sqlite:///"):])
         db_path.parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+class TrackingUnavailable(UserError):
+    """For commands whose whole job is in MLflow (publish, retune): no store, nothing done."""
+
+    exit_code = 1
 
 
 class Tracker:
