@@ -80,7 +80,10 @@ class TuneParams(Section):
     patience: Annotated[int, Field(ge=1)] = 2  # early stopping on val_loss, best weights kept
     budget_minutes: Annotated[float, Field(gt=0)] = 10.0  # wall clock of one family's search
     search_train_per_class: Annotated[int, Field(ge=1)] | None = None  # subset for the search
-    final_epochs: Annotated[int, Field(ge=1)] = 10  # retraining of the best configuration
+    # The budget rule of both families: the final training runs final_epochs epochs or
+    # final_budget_minutes of training, whichever ends first, with its schedule ending there;
+    # every search trial is capped at the same rate (seconds per image) on its own epochs.
+    final_epochs: Annotated[int, Field(ge=1)] = 10
     final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
     seed: Annotated[int, Field(ge=0)] = 1
@@ -107,6 +110,8 @@ class EvaluateParams(Section):
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000  # for the 95% accuracy interval
     seed: Annotated[int, Field(ge=0)] = 0
     batch_size: Annotated[int, Field(ge=1)] = 512
+    # average each test image's prediction with its mirror image's (both families alike)
+    flip_tta: bool = True
 
 
 class RetuneParams(Section):
@@ -116,8 +121,10 @@ class RetuneParams(Section):
     families: Annotated[list[Literal["cnn", "fc"]], Field(min_length=1)] = ["cnn", "fc"]
     max_trials: Annotated[int, Field(ge=1)] = 8
     budget_minutes: Annotated[float, Field(gt=0)] = 5.0  # search wall clock, per family
-    final_epochs: Annotated[int, Field(ge=1)] = 10
-    final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
+    # None: the pipeline's final training rule for each family (tune.final_epochs and
+    # final_budget_minutes with tune.per_family), so champion and challenger train alike
+    final_epochs: Annotated[int, Field(ge=1)] | None = None
+    final_budget_minutes: Annotated[float, Field(gt=0)] | None = None
     # Promote when test accuracy(challenger) - accuracy(champion) >= margin and the exact
     # McNemar p-value on the same test images <= alpha. (A negative margin or alpha 1 loosen
     # the rule; tests use them to force a promotion.)

@@ -1,7 +1,8 @@
 """The evaluate stage: each family's final model on the official test split, which neither the
 search nor the final training ever saw, and a paired verdict CNN vs FC on the same images.
 
-Outputs: ``metrics.json`` (DVC metrics: accuracy with a bootstrap 95% interval, loss,
+Outputs: ``metrics.json`` (DVC metrics: accuracy with a bootstrap 95% interval, with and without flip test-time
+augmentation, loss,
 parameters, training time, inference throughput; McNemar's exact p-value),
 ``results/evaluation/<family>_per_class.json`` (precision, recall, F1, confusion matrix) and
 ``results/evaluation/<family>_predictions.csv`` (actual, predicted: for ``dvc plots``).
@@ -38,7 +39,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     metrics, correct = {}, {}
     for family in FAMILIES:
         model = load_model(models_dir / family / "best.keras")
-        result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size)
+        result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size, e.flip_tta)
         correct[family] = predicted == y_test
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
         result["test_accuracy_ci95"] = [round(low, 4), round(high, 4)]
@@ -68,27 +69,40 @@ def load_model(path: Path):
     import keras
 
     import pipeline.augment  # noqa: F401  (registers RandomPadCrop for loading)
+    import pipeline.training  # noqa: F401  (registers the loss for loading)
 
     if not path.is_file():
         raise DataError(f"{path}: not found; run the tune stages first (dvc repro)")
     return keras.models.load_model(path)
 
 
-def _evaluate_model(model, x, y, batch_size: int) -> tuple[dict, np.ndarray]:
-    import keras
-
+def _evaluate_model(model, x, y, batch_size: int, flip_tta: bool) -> tuple[dict, np.ndarray]:
+    """Test metrics of one model. With ``flip_tta`` the verdict's prediction averages the class
+    probabilities of each image and its mirror image (the same rule for every family); the
+    single-view accuracy (what the registered model returns) is reported beside it."""
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up (tracing)
     started = time.perf_counter()
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    probabilities = _softmax(model.predict(x, batch_size=batch_size, verbose=0))
     seconds = time.perf_counter() - started
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
-    predicted = np.argmax(logits, axis=1)
+    single = np.argmax(probabilities, axis=1)
+    if flip_tta:
+        probabilities = (probabilities + _softmax(model.predict(
+            x[:, :, ::-1], batch_size=batch_size, verbose=0))) / 2
+    predicted = np.argmax(probabilities, axis=1)
+    loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)))
     return {
         "test_accuracy": round(float(np.mean(predicted == y)), 4),
-        "test_loss": round(float(keras.ops.convert_to_numpy(loss)), 4),
+        "test_accuracy_single_view": round(float(np.mean(single == y)), 4),
+        "flip_tta": flip_tta,
+        "test_loss": round(float(loss), 4),
         "params": int(model.count_params()),
         "images_per_second": round(len(x) / seconds, 1),
     }, predicted
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _training_facts(best_hparams: Path) -> dict:
@@ -97,7 +111,8 @@ def _training_facts(best_hparams: Path) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     return {"train_seconds": round(final.get("seconds", 0.0), 1),
-            "train_epochs": final.get("epochs_run")}
+            "train_epochs": final.get("epochs_run"),
+            "train_ended_by": final.get("ended_by", "")}
 
 
 def _write_per_class(path: Path, y, predicted, names: list[str]) -> None:

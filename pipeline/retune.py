@@ -96,9 +96,12 @@ def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, 
     log.info("%s: champion %s; searching for a challenger (%d trials, %.1f min at most)",
              family, f"version {current.version}" if current else "none yet", r.max_trials,
              r.budget_minutes)
-    tune = params.tune.model_copy(update={
-        "max_trials": r.max_trials, "budget_minutes": r.budget_minutes,
-        "final_epochs": r.final_epochs, "final_budget_minutes": r.final_budget_minutes,
+    # the search under the retune budget; the final training under the pipeline's own rule
+    # for this family unless the retune section sets its own
+    final = {k: v for k, v in (("final_epochs", r.final_epochs),
+                               ("final_budget_minutes", r.final_budget_minutes)) if v is not None}
+    tune = params.tune.for_family(family).model_copy(update={
+        "max_trials": r.max_trials, "budget_minutes": r.budget_minutes, **final,
         "per_family": {}})
     best = run_tune(params.model_copy(update={"tune": tune}), family, space_file, data_dir,
                     scratch / "tuning", scratch / "models", scratch / "results",

@@ -1,55 +1,77 @@
-"""The training recipe shared by every family: optimizer, learning-rate schedule, callbacks.
+"""The training recipe shared by every family: optimizer, loss, budget-driven learning-rate
+schedule, callbacks.
 
 Hyperparameter names below are what the space files may search or fix; anything a space leaves
 out takes the default here (augmentation defaults come from params.yaml).
+
+Schedules are functions of *progress*, the share of the training budget spent, not of a fixed
+step count: a run's budget may be epochs, seconds or both (whichever ends first), and its
+schedule always ends exactly where the run ends (Li, Yumer & Ramanan, "Budgeted Training",
+ICLR 2020). A short search trial is then a complete, annealed run, so its score says what the
+configuration reaches within that budget.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 
 import keras
+import numpy as np
+from keras import ops
 
 RECIPE_DEFAULTS = {
     "optimizer": "nesterov",  # sgd | momentum | nesterov | adam | adamw | rmsprop
-    "learning_rate": 0.05,  # peak learning rate
+    "learning_rate": 0.2,  # peak learning rate
     "momentum": 0.9,  # SGD with momentum / Nesterov only
-    "schedule": "warmup_cosine",  # constant | step | exponential | cosine | warmup_cosine
-    "warmup_fraction": 0.2,  # share of training spent warming up (warmup_cosine)
+    "schedule": "one_cycle",  # see SCHEDULES
+    "warmup_fraction": 0.2,  # share of the budget spent warming up (one_cycle, warmup_cosine)
     "batch_size": 256,
-    "weight_decay": 5e-4,  # decoupled, not on biases and batch-norm parameters
+    # Keras' decay is decoupled and scaled by the learning rate: each step multiplies a weight
+    # by (1 - learning_rate_now * weight_decay); biases and batch-norm scales/offsets are left out
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,  # share of the target spread evenly over the classes
 }
 AUGMENTATION_HPS = {  # hyperparameter name -> field of AugmentationParams
     "aug_flip": "flip", "aug_crop": "crop_padding", "aug_rotation": "rotation",
     "aug_brightness": "brightness", "aug_contrast": "contrast",
     "aug_saturation": "saturation", "aug_erasing": "erasing",
 }
+NO_DECAY = ["bias", "gamma", "beta"]  # variable names excluded from weight decay
 
 
-def make_schedule(name: str, peak: float, total_steps: int, warmup_fraction: float = 0.2):
-    """A learning-rate schedule over ``total_steps`` optimizer steps (a float for constant)."""
-    total_steps = max(1, int(total_steps))
-    schedules = keras.optimizers.schedules
-    if name == "constant":
-        return peak
-    if name == "step":  # divide by 10 at half and at three quarters of training
-        bounds = [max(1, total_steps // 2), max(2, (3 * total_steps) // 4)]
-        return schedules.PiecewiseConstantDecay(bounds, [peak, peak / 10, peak / 100])
-    if name == "exponential":  # down to 1% of the peak at the end
-        return schedules.ExponentialDecay(peak, decay_steps=total_steps, decay_rate=0.01)
-    if name == "cosine":
-        return schedules.CosineDecay(peak, decay_steps=total_steps)
-    if name == "warmup_cosine":
-        warmup = max(1, int(total_steps * warmup_fraction))
-        return schedules.CosineDecay(0.0, decay_steps=max(1, total_steps - warmup),
-                                     warmup_target=peak, warmup_steps=warmup)
-    raise ValueError(f"unknown schedule {name!r}")
+def _warmup_then(decay):
+    def shape(progress: float, warmup: float) -> float:
+        if warmup > 0 and progress < warmup:
+            return progress / warmup
+        return decay((progress - warmup) / (1 - warmup) if warmup < 1 else 1.0)
+    return shape
 
 
-def make_optimizer(cfg: dict, total_steps: int):
-    lr = make_schedule(cfg["schedule"], cfg["learning_rate"], total_steps,
-                       cfg.get("warmup_fraction", 0.2))
+# progress in [0, 1] -> share of the peak learning rate
+SCHEDULES = {
+    "constant": lambda p, w: 1.0,
+    "linear": lambda p, w: 1.0 - p,  # linear decay to zero: Budgeted Training's default
+    "step": lambda p, w: 1.0 if p < 0.5 else (0.1 if p < 0.75 else 0.01),
+    "exponential": lambda p, w: 0.01 ** p,  # down to 1% of the peak at the end
+    "cosine": lambda p, w: 0.5 * (1 + math.cos(math.pi * p)),
+    "warmup_cosine": _warmup_then(lambda q: 0.5 * (1 + math.cos(math.pi * q))),
+    "one_cycle": _warmup_then(lambda q: 1.0 - q),  # linear warm-up, linear decay to zero
+}
+
+
+def schedule_factor(name: str, progress: float, warmup_fraction: float = 0.2) -> float:
+    """The share of the peak learning rate at ``progress`` (0: start, 1: end of the budget)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}")
+    return float(SCHEDULES[name](min(max(progress, 0.0), 1.0), warmup_fraction))
+
+
+def make_optimizer(cfg: dict):
+    """The optimizer, starting at the schedule's first rate (BudgetSchedule moves it)."""
+    lr = cfg["learning_rate"] * schedule_factor(cfg["schedule"], 0.0,
+                                                cfg.get("warmup_fraction", 0.2))
     decay = cfg["weight_decay"] or None
     name = cfg["optimizer"]
     if name in ("sgd", "momentum", "nesterov"):
@@ -65,21 +87,132 @@ def make_optimizer(cfg: dict, total_steps: int):
     else:
         raise ValueError(f"unknown optimizer {name!r}")
     if decay:
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
 
 
-def compile_model(model, cfg: dict, steps_per_epoch: int, epochs: int):
+@keras.saving.register_keras_serializable(package="cifar_automl")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy from logits against integer labels with label smoothing (Keras' sparse
+    cross-entropy has none): the target puts 1 - s on the label and s / K on every class."""
+
+    def __init__(self, label_smoothing: float = 0.0, name="smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        labels = ops.cast(ops.reshape(y_true, (-1, 1)), "int32")
+        nll = -ops.take_along_axis(log_probs, labels, axis=-1)[:, 0]
+        if not self.label_smoothing:
+            return nll
+        return (1 - self.label_smoothing) * nll - self.label_smoothing * ops.mean(log_probs,
+                                                                                  axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_model(model, cfg: dict):
     model.compile(
-        optimizer=make_optimizer(cfg, steps_per_epoch * epochs),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        optimizer=make_optimizer(cfg),
+        loss=SmoothedSparseCrossentropy(cfg.get("label_smoothing", 0.0)),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
 
 
 def current_learning_rate(model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class BudgetSchedule(keras.callbacks.Callback):
+    """Drives the learning rate by the share of the budget spent and ends training when it is
+    spent. The budget is ``steps`` optimizer steps, ``seconds`` of training, or both (whichever
+    ends first). Training time starts after the first batch (graph tracing) and leaves out
+    validation, so the same budget buys the same training whatever the validation set.
+
+    The rate is set before a batch whenever it moved by more than ``tolerance`` of the peak
+    (on JAX every setting syncs the model's state, so not on every step).
+    """
+
+    def __init__(self, schedule: str, peak: float, warmup_fraction: float = 0.2,
+                 steps: int | None = None, seconds: float | None = None,
+                 tolerance: float = 0.002):
+        super().__init__()
+        if steps is None and seconds is None:
+            raise ValueError("a budget needs steps, seconds or both")
+        self.schedule, self.peak, self.warmup = schedule, peak, warmup_fraction
+        self.total_steps, self.total_seconds, self.tolerance = steps, seconds, tolerance
+        self.steps, self.trained_seconds, self.ended_by = 0, 0.0, None
+        self._clock = self._eval_started = None
+        self._eval_seconds = 0.0
+        self._lr_set = None
+
+    @property
+    def progress(self) -> float:
+        by_steps = self.steps / self.total_steps if self.total_steps else 0.0
+        by_time = self.trained_seconds / self.total_seconds if self.total_seconds else 0.0
+        return min(1.0, max(by_steps, by_time))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        lr = self.peak * schedule_factor(self.schedule, self.progress, self.warmup)
+        if self._lr_set is None or abs(lr - self._lr_set) > self.tolerance * self.peak:
+            self.model.optimizer.learning_rate = lr
+            self._lr_set = lr
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        now = time.perf_counter()
+        if self._clock is None:
+            self._clock = now  # the first batch traced the graph: the clock starts after it
+        self.trained_seconds = now - self._clock - self._eval_seconds
+        if self.progress >= 1.0:
+            by_steps = self.total_steps is not None and self.steps >= self.total_steps
+            self.ended_by = "steps" if by_steps else "time"
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self._eval_started = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._eval_started is not None and self._clock is not None:
+            self._eval_seconds += time.perf_counter() - self._eval_started
+        self._eval_started = None
+
+    def summary(self) -> dict:
+        return {"schedule_progress": round(self.progress, 4), "steps": self.steps,
+                "trained_seconds": round(self.trained_seconds, 2),
+                "ended_by": self.ended_by or "stopped early"}
+
+
+def budget_schedule(cfg: dict, steps: int | None, seconds: float | None) -> BudgetSchedule:
+    return BudgetSchedule(cfg["schedule"], cfg["learning_rate"],
+                          cfg.get("warmup_fraction", 0.2), steps=steps, seconds=seconds)
+
+
+def trial_seed(seed: int, trial_id: str) -> int:
+    """The seed of one trial's weights and augmentation: a function of the search seed and the
+    trial alone, so a resumed search builds every trial as an uninterrupted one would."""
+    digest = hashlib.sha256(f"{seed}/{trial_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
+
+
+def weights_digest(model) -> str:
+    """A short fingerprint of a model's weights (the same initial weights, the same digest)."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class InitialWeights(keras.callbacks.Callback):
+    """Records the digest of the weights training starts from."""
+
+    digest: str | None = None
+
+    def on_train_begin(self, logs=None):
+        self.digest = weights_digest(self.model)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -111,5 +244,6 @@ class Deadline(keras.callbacks.Callback):
 
 
 def early_stopping(patience: int):
-    return keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+    """Stops when the search's own objective, validation accuracy, stops improving."""
+    return keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                          restore_best_weights=True)

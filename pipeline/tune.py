@@ -2,7 +2,8 @@
 
 Outputs: tuning/<family>/ (KerasTuner's project, so an interrupted search resumes),
 models/<family>/best.keras, results/<family>/best_hparams.json and trials.csv; in MLflow a
-parent run for the search with a child run per trial, and a child run for the final training.
+parent run for the search with a child run per trial; the final training's curves and scores
+are final_* metrics of the parent run.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from pipeline.tracking import Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ["trial_id", "status", "score", "epochs_run", "best_epoch", "seconds",
-                 "seconds_per_epoch", "trainable_params", "stopped_by_budget", "error"]
+                 "seconds_per_epoch", "trainable_params", "stopped_by_budget", "ended_by",
+                 "schedule_progress", "steps", "trained_seconds", "initial_weights", "error"]
 
 
 class SearchFailed(UserError):
@@ -98,8 +100,9 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
         )
     started = time.monotonic()
     hypermodel = FamilyHyperModel(family, space, meta, params.augmentation,
-                                  n_train=len(search_idx), schedule_epochs=t.max_epochs,
-                                  seed=t.seed)
+                                  n_train=len(search_idx), seed=t.seed,
+                                  seconds_per_epoch=search_epoch_cap(t, len(search_idx),
+                                                                     len(y_train)))
     tuner = make_tuner(
         t.tuner, hypermodel, directory=tuning_dir, project_name=project,
         max_trials=t.max_trials, max_epochs=t.max_epochs, hyperband_factor=t.hyperband_factor,
@@ -158,14 +161,10 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     log.info("%s search: %d trials (%d failed), best val_accuracy %.4f (trial %s)", family,
              len(rows), len(rows) - len(completed), best_trial.score, best_trial.trial_id)
 
-    best_row = next(r for r in rows if r["trial_id"] == best_trial.trial_id)
-    epochs = final_epochs_within_budget(t.final_epochs, 60 * t.final_budget_minutes,
-                                        best_row.get("seconds_per_epoch"),
-                                        len(search_idx), len(y_train), len(y_val))
     strategy = parallel.get("distribution_strategy")
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, final, history = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val,
-                                              y_val, t, epochs, verbose, tracker, parent, family)
+                                              y_val, t, verbose, tracker, parent, family)
     _write_csv(results_dir / family / "history.csv", history)
     tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
     model_path = models_dir / family / "best.keras"
@@ -188,37 +187,30 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
     return best
 
 
-EVAL_COST = 1 / 3  # a validation image costs about a third of a training image (no backward)
+def search_epoch_cap(t, n_search: int, n_train: int) -> float:
+    """Seconds of training one search epoch may take: the final training's rate (its wall-clock
+    cap over its epochs) scaled to the search subset. A configuration too slow to train
+    ``final_epochs`` epochs within ``final_budget_minutes`` is cut short in the search just as
+    it would be in the final training, so the search ranks what the final budget can reach."""
+    return 60 * t.final_budget_minutes / t.final_epochs * n_search / n_train
 
 
-def final_epochs_within_budget(wanted: int, budget_s: float, search_epoch_s: float | None,
-                               n_search: int, n_train: int, n_val: int) -> int:
-    """Epochs of the final training that fit its budget, so its learning-rate schedule runs
-    to the end instead of being cut off. The best trial's measured seconds per epoch cover
-    ``n_search`` training and ``n_val`` validation images; rescaled to ``n_train`` training
-    images, with 10% to spare."""
-    if not search_epoch_s:
-        return wanted
-    per_image = search_epoch_s / (n_search + EVAL_COST * n_val)
-    estimated = per_image * (n_train + EVAL_COST * n_val)
-    return max(1, min(wanted, int(0.9 * budget_s / estimated)))
-
-
-def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs, verbose,
-                  tracker, parent, family):
-    """Train the best configuration afresh on the whole training split, selected on val.
+def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbose, tracker,
+                  parent, family):
+    """Train the best configuration afresh on the whole training split, selected on val, for
+    ``final_epochs`` or ``final_budget_minutes`` of training, whichever ends first (the budget
+    rule both families share); its schedule ends exactly there.
 
     Logged on the search's parent run as final_* metrics, so its child runs are the trials.
     """
     import keras
 
-    from pipeline.training import Deadline, NaNGuard, early_stopping
+    from pipeline.training import NaNGuard, early_stopping
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
-    hypermodel.n_train, hypermodel.schedule_epochs = len(y_train), epochs
+    hypermodel.n_train, hypermodel.seed = len(y_train), t.seed
     model = hypermodel.build(best_hp)
-    deadline = Deadline(time.monotonic() + 60 * t.final_budget_minutes)
     guard = NaNGuard()
 
     class _Log(keras.callbacks.Callback):
@@ -226,23 +218,29 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, epochs
             tracker.log_metrics(parent, {f"final_{k}": float(v) for k, v in (logs or {}).items()},
                                 epoch)
 
-    log.info("final training of the best %s configuration: %d epochs (of %d wanted) in at "
-             "most %.1f min", family, epochs, t.final_epochs, t.final_budget_minutes)
+    log.info("final training of the best %s configuration: %d epochs or %.1f min of training, "
+             "whichever ends first", family, t.final_epochs, t.final_budget_minutes)
     started = time.monotonic()
     history = hypermodel.fit(best_hp, model, x_train, y_train, validation_data=(x_val, y_val),
-                             epochs=epochs, verbose=verbose,
-                             callbacks=[early_stopping(t.patience + 2), guard, deadline, _Log()])
+                             epochs=t.final_epochs, seconds=60 * t.final_budget_minutes,
+                             verbose=verbose,
+                             callbacks=[early_stopping(t.patience + 2), guard, _Log()])
     val_loss, val_accuracy = model.evaluate(x_val, y_val, batch_size=512, verbose=0)
+    schedule = hypermodel.last_schedule.summary()
     final = {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
              "epochs_run": len(history.history.get("loss", [])),
-             "seconds": time.monotonic() - started, "stopped_by_budget": deadline.hit,
+             "seconds": time.monotonic() - started,
+             "stopped_by_budget": schedule["ended_by"] == "time",
+             "ended_by": schedule["ended_by"], "steps": schedule["steps"],
+             "trained_seconds": schedule["trained_seconds"],
+             "epochs_wanted": t.final_epochs, "budget_minutes": t.final_budget_minutes,
              "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights))}
     if guard.bad_batch is not None or not math.isfinite(final["val_loss"]):
         raise SearchFailed(f"{family}: the final training of the best configuration diverged")
     tracker.log_metrics(parent, {f"final_{k}": v for k, v in final.items()
                                  if isinstance(v, (int, float))}, final["epochs_run"])
-    log.info("final %s model: val_accuracy %.4f after %d epochs (%.0f s)", family,
-             final["val_accuracy"], final["epochs_run"], final["seconds"])
+    log.info("final %s model: val_accuracy %.4f after %d epochs (%.0f s, ended by %s)", family,
+             final["val_accuracy"], final["epochs_run"], final["seconds"], final["ended_by"])
     curves = history.history
     per_epoch = [{"epoch": i + 1, **{k: float(v[i]) for k, v in curves.items() if i < len(v)}}
                  for i in range(final["epochs_run"])]
@@ -280,8 +278,8 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
                 run_tags: dict | None = None) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
-    settings = tune.model_dump(exclude={"budget_minutes", "final_epochs",
-                                        "final_budget_minutes", "max_trials", "tracking_uri",
+    # the final budget stays in: it sets every trial's time cap (search_epoch_cap)
+    settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "tracking_uri",
                                         "per_family"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump(), run_tags or {}], sort_keys=True)

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 
+import keras
 import keras_tuner as kt
 import numpy as np
 
@@ -22,9 +23,12 @@ from pipeline.training import (
     AUGMENTATION_HPS,
     RECIPE_DEFAULTS,
     Deadline,
+    InitialWeights,
     NaNGuard,
+    budget_schedule,
     compile_model,
     current_learning_rate,
+    trial_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -36,16 +40,20 @@ def known_hyperparameters(family: str) -> set[str]:
 
 
 class FamilyHyperModel(kt.HyperModel):
-    """Builds and compiles one family's model from a declarative space plus defaults."""
+    """Builds and compiles one family's model from a declarative space plus defaults, and
+    trains it under a budget: ``epochs`` over ``n_train`` images, capped at
+    ``seconds_per_epoch`` of training per epoch when set, with a schedule that ends exactly
+    where the budget does."""
 
     def __init__(self, family: str, space: SearchSpace, meta: dict, policy: AugmentationParams,
-                 n_train: int, schedule_epochs: int, seed: int | None = None):
+                 n_train: int, seconds_per_epoch: float | None = None, seed: int | None = None):
         super().__init__(name=family)
         self.family, self.space, self.meta, self.seed = family, space, meta, seed
-        self.n_train, self.schedule_epochs = n_train, schedule_epochs
+        self.n_train, self.seconds_per_epoch = n_train, seconds_per_epoch
         self.builder, family_defaults = FAMILIES[family]
         policy_defaults = {hp: getattr(policy, field) for hp, field in AUGMENTATION_HPS.items()}
         self.defaults = {**RECIPE_DEFAULTS, **policy_defaults, **family_defaults}
+        self.last_schedule = None
 
     def declare_hyperparameters(self, hp):
         self.space.declare(hp)
@@ -59,11 +67,20 @@ class FamilyHyperModel(kt.HyperModel):
         policy = AugmentationParams(**{field: cfg[hp_name]
                                        for hp_name, field in AUGMENTATION_HPS.items()})
         model = self.builder(cfg, self.meta["num_classes"], self.meta, policy, seed=self.seed)
-        steps = math.ceil(self.n_train / cfg["batch_size"])
-        return compile_model(model, cfg, steps, self.schedule_epochs)
+        return compile_model(model, cfg)
 
-    def fit(self, hp, model, *args, **kwargs):
-        return model.fit(*args, batch_size=self.config(hp)["batch_size"], **kwargs)
+    def fit(self, hp, model, *args, epochs: int = 1, seconds: float | None = None,
+            callbacks=(), **kwargs):
+        """Trains from epoch 0 for ``epochs`` (a Hyperband rung restarts from scratch with a
+        complete schedule for its own budget, so its score is that of a whole run)."""
+        kwargs.pop("initial_epoch", None)
+        cfg = self.config(hp)
+        if seconds is None and self.seconds_per_epoch:
+            seconds = self.seconds_per_epoch * epochs
+        steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
+        self.last_schedule = budget_schedule(cfg, steps, seconds)
+        return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
+                         callbacks=[*callbacks, self.last_schedule], **kwargs)
 
 
 class TrackedTunerMixin:
@@ -90,6 +107,7 @@ class TrackedTunerMixin:
         self._params: dict[str, int] = {}
         self._deadline_callbacks: dict[str, Deadline] = {}
         self._guards: dict[str, NaNGuard] = {}
+        self._initial_weights: dict[str, InitialWeights] = {}
 
     def _populate_initial_space(self):
         # The space is declarative: declaring it registers every hyperparameter, conditional
@@ -151,10 +169,16 @@ class TrackedTunerMixin:
     def _build_and_fit_model(self, trial, *args, **kwargs):
         # Added here, after KerasTuner deep-copied the search's callbacks for this trial, so
         # these very objects watch the training and can be read afterwards.
-        guard, deadline = NaNGuard(), Deadline(self.deadline)
+        guard, deadline, start = NaNGuard(), Deadline(self.deadline), InitialWeights()
         self._guards[trial.trial_id] = guard
         self._deadline_callbacks[trial.trial_id] = deadline
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline]
+        self._initial_weights[trial.trial_id] = start
+        kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline, start]
+        # weights and augmentation depend on the search seed and the trial only
+        self.hypermodel.last_schedule = None
+        seed = trial_seed(self.oracle.seed, trial.trial_id)
+        keras.utils.set_random_seed(seed)
+        self.hypermodel.seed = seed
         return super()._build_and_fit_model(trial, *args, **kwargs)
 
     def on_epoch_begin(self, trial, model, epoch, logs=None):
@@ -199,6 +223,8 @@ class TrackedTunerMixin:
         error = (trial.message or "").strip().splitlines()[-1:] if trial.status != "COMPLETED" \
             else []
         deadline = self._deadline_callbacks.pop(trial_id, None)
+        start = self._initial_weights.pop(trial_id, None)
+        schedule = self.hypermodel.last_schedule
         return {
             "trial_id": trial_id,
             "status": str(trial.status),
@@ -210,6 +236,8 @@ class TrackedTunerMixin:
             "seconds_per_epoch": float(np.median(seconds)) if seconds else None,
             "seconds": float(sum(seconds)),
             "stopped_by_budget": bool(deadline and deadline.hit),
+            **(schedule.summary() if schedule is not None and history else {}),
+            "initial_weights": start.digest if start else None,
             "error": error[0] if error else "",
             "history": history,
         }
@@ -249,6 +277,11 @@ class SearchControlMixin:
     trial_cap: int | None = None
     first_values: list[dict] = []
     budget_spent = False
+
+    def __init__(self, *args, seed: int | None = None, **kwargs):
+        super().__init__(*args, seed=seed, **kwargs)
+        if seed is not None:  # KerasTuner reads a seed of 0 as "draw one at random"
+            self.seed = self._seed_state = seed
 
     def populate_space(self, trial_id):
         stopped = {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
@@ -305,9 +338,15 @@ class TrackedTuner(TrackedTunerMixin, kt.Tuner):
 
 
 class TrackedHyperband(TrackedTunerMixin, kt.Hyperband):
+    """Hyperband whose higher rungs restart from scratch: each trial is a complete run with a
+    schedule over its own rung's epochs, never a continuation of an already-annealed one."""
+
     def __init__(self, oracle, **kwargs):
         # kt.Hyperband.__init__ only builds its own oracle; ours adds the search controls.
         kt.Tuner.__init__(self, oracle=oracle, **kwargs)
+
+    def _build_hypermodel(self, hp):
+        return kt.Tuner._build_hypermodel(self, hp)  # no reload of the lower rung's weights
 
 
 def make_tuner(kind: str, hypermodel: FamilyHyperModel, *, directory, project_name: str,

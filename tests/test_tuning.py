@@ -173,8 +173,37 @@ def _trial_states(db) -> list[tuple[str, str]]:
         return []
 
 
-def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
-    params_file, space_file = setup_search(tmp_path, max_trials=3, max_epochs=6, patience=10)
+HYPERBAND = {"tuner": "hyperband", "max_trials": 4, "max_epochs": 3, "hyperband_factor": 3,
+             "patience": 10}
+
+
+def test_hyperband_rungs_restart_with_a_schedule_over_their_own_epochs(tmp_path, tiny_prepared,
+                                                                       monkeypatch):
+    run_search(tmp_path, tiny_prepared, monkeypatch, **HYPERBAND)
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    history = read_csv(tmp_path / "results" / "cnn" / "trial_history.csv")
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
+    # Hyperband's first rung: 3 configurations for 1 epoch; the best goes on to 3 epochs
+    assert [r["hp.tuner/epochs"] for r in rows] == ["1", "1", "1", "3"]
+    promoted = rows[3]
+    assert promoted["hp.tuner/trial_id"] in {r["trial_id"] for r in rows[:3]}
+    steps_per_epoch = -(-200 // 64)  # 200 training images, batches of 64
+    for row in rows:  # every trial a whole run: its schedule ends with the epochs it ran
+        epochs = int(row["hp.tuner/epochs"])
+        assert int(row["epochs_run"]) == epochs and row["ended_by"] == "steps"
+        assert float(row["schedule_progress"]) == 1.0
+        assert int(row["steps"]) == epochs * steps_per_epoch
+        rates = [float(h["learning_rate"]) for h in history if h["trial_id"] == row["trial_id"]]
+        assert len(rates) == epochs and (epochs == 1 or rates[-1] < 0.3 * max(rates))
+    # the promoted configuration restarted from epoch 1 (a continuation would run 2 epochs)
+    assert [int(h["epoch"]) for h in history if h["trial_id"] == promoted["trial_id"]] == \
+        [1, 2, 3]
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared, monkeypatch):
+    """Hyperband (the default tuner) killed mid-trial and rerun: no completed trial redone,
+    and every trial starts from the same weights as in an uninterrupted search."""
+    params_file, space_file = setup_search(tmp_path, **HYPERBAND)
     command = [sys.executable, "-m", "pipeline", "tune", "--family", "cnn", "--params",
                str(params_file), "--space", str(space_file), "--data", str(tiny_prepared),
                "--tuning-dir", "tuning", "--models", "models", "--results", "results"]
@@ -209,12 +238,22 @@ def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared):
     for child in children:
         by_status.setdefault(child.info.status, []).append(child.data.tags["trial_id"])
     assert sorted(by_status["FINISHED"]) == sorted(set(by_status["FINISHED"]))  # no duplicates
-    assert len(by_status["FINISHED"]) == 3
+    assert len(by_status["FINISHED"]) == 4
     assert by_status.get("KILLED") == [killed_trial]  # the dangling run was closed
     for trial_id in finished_before:  # completed trials were not redone
         assert sum(c.data.tags["trial_id"] == trial_id for c in children) == 1
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     assert sorted(r["trial_id"] for r in rows) == sorted(by_status["FINISHED"])
+
+    uninterrupted = tmp_path / "uninterrupted"
+    uninterrupted.mkdir()
+    run_search(uninterrupted, tiny_prepared, monkeypatch, **HYPERBAND)
+    reference = read_csv(uninterrupted / "results" / "cnn" / "trials.csv")
+    hyperparameters = lambda row: {k: v for k, v in row.items() if k.startswith("hp.")}  # noqa
+    assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in reference]
+    for resumed, straight in zip(rows, reference, strict=True):
+        assert hyperparameters(resumed) == hyperparameters(straight)
+        assert resumed["initial_weights"] == straight["initial_weights"] != ""
 
 
 def test_tiny_search_on_the_jax_backend_data_parallel(tmp_path, tiny_prepared):

@@ -1,9 +1,10 @@
 """The CNN family: a stem conv, then stages of convs between max-pooling layers.
 
 Stage s has width base_filters * filter_growth**(s+1): one conv changes the width, max-pooling
-halves the resolution, then the stage's remaining convs, optionally with a residual connection
-around them. With 3 stages of 3 convs, base 16, growth 2, batch norm, a global max-pool head and
-logits scaled by 0.125, this is the ResNet-9 (Myrtle) layout.
+halves the resolution, then the stage's remaining convs (its block), optionally with a residual
+connection around them. ``block_stages: ends`` gives blocks to the first and last stage only.
+With 3 stages of 3 convs, blocks at the ends, base 16, growth 2, batch norm, a global max-pool
+head and logits scaled by 0.125, this is the ResNet-9 (Myrtle) layout at width 16.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pipeline.models.stem import input_stem
 CNN_DEFAULTS = {
     "stages": 3,
     "convs_per_stage": 3,
+    "block_stages": "ends",  # all | ends: which stages get the convs after pooling
     "base_filters": 16,
     "filter_growth": 2.0,
     "kernel_size": 3,
@@ -44,7 +46,8 @@ def build_cnn(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
         width = int(round(cfg["base_filters"] * cfg["filter_growth"] ** (stage + 1)))
         x = _conv(x, width, cfg, f"s{stage + 1}_in")
         x = layers.MaxPooling2D(2, name=f"s{stage + 1}_pool")(x)
-        if cfg["convs_per_stage"] > 1:
+        has_block = cfg["block_stages"] == "all" or stage in (0, cfg["stages"] - 1)
+        if cfg["convs_per_stage"] > 1 and has_block:
             y = x
             for index in range(cfg["convs_per_stage"] - 1):
                 y = _conv(y, width, cfg, f"s{stage + 1}_c{index + 1}")
