@@ -44,8 +44,7 @@ def build(family: str, x, batch_size: int, jit_compile: bool):
     stats = {"mean": list(x.mean(axis=(0, 1, 2)) / 255), "std": list(x.std(axis=(0, 1, 2)) / 255)}
     cfg = {**RECIPE_DEFAULTS, **defaults, "batch_size": batch_size}
     model = builder(cfg, 10, stats, AugmentationParams(), seed=0)
-    steps = -(-len(x) // batch_size)
-    model = compile_model(model, cfg, steps, epochs=10)
+    model = compile_model(model, cfg)
     if jit_compile:
         model.jit_compile = True
     return model

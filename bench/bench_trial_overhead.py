@@ -66,8 +66,7 @@ def hypermodel_for(family, data_dir, policy, n_train, epochs):
 
     meta = store.load_meta(data_dir)
     empty = SearchSpace(Path("<defaults>"), family, ())
-    hypermodel = FamilyHyperModel(family, empty, meta, policy, n_train=n_train,
-                                  schedule_epochs=epochs, seed=0)
+    hypermodel = FamilyHyperModel(family, empty, meta, policy, n_train=n_train, seed=0)
     return hypermodel, kt.HyperParameters()
 
 

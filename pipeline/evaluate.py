@@ -1,9 +1,9 @@
 """The evaluate stage: each family's final model on the official test split, which neither the
 search nor the final training ever saw, and a paired verdict CNN vs FC on the same images.
 
-Outputs: ``metrics.json`` (DVC metrics: accuracy with a bootstrap 95% interval, with and without flip test-time
-augmentation, loss,
-parameters, training time, inference throughput; McNemar's exact p-value),
+Outputs: ``metrics.json`` (DVC metrics: accuracy with a bootstrap 95% interval, with and
+without flip test-time augmentation, loss, parameters, training time, inference throughput;
+McNemar's exact p-value),
 ``results/evaluation/<family>_per_class.json`` (precision, recall, F1, confusion matrix) and
 ``results/evaluation/<family>_predictions.csv`` (actual, predicted: for ``dvc plots``).
 """

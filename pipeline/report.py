@@ -112,6 +112,7 @@ def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, fig
            "search nor the final training saw.", "", "## Verdict", ""]
     rows = [("test accuracy (95% interval)", lambda m, _: f"**{100 * m['test_accuracy']:.2f}%** "
              f"({100 * m['test_accuracy_ci95'][0]:.2f}-{100 * m['test_accuracy_ci95'][1]:.2f})"),
+            ("single-view test accuracy", lambda m, _: _single_view(m)),
             ("test loss", lambda m, _: f"{m['test_loss']:.3f}"),
             ("parameters", lambda m, _: f"{m['params']:,}"),
             ("final training", lambda _, f: _final_training(per_family[f]["best"])),
@@ -120,7 +121,7 @@ def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, fig
              f"completed, best val {100 * per_family[f]['best']['search_score']:.1f}%")]
     out += ["| | CNN | Fully connected |", "|---|---|---|"]
     out += [f"| {label} | {cell(cnn, 'cnn')} | {cell(fc, 'fc')} |" for label, cell in rows]
-    out += ["", _verdict_sentence(comparison, cnn, fc), "",
+    out += ["", _verdict_sentence(comparison, cnn, fc), "", _budget_rule(per_family, cnn), "",
             f"![Test accuracy]({figs['test_accuracy']})", ""]
     if has_preview:
         out += ["Training images were augmented on the fly; the policy as the models saw it:",
@@ -169,8 +170,31 @@ def _final_training(best: dict) -> str:
     final = best.get("final", {})
     if not final:
         return "-"
-    cut = " (cut by its budget)" if final.get("stopped_by_budget") else ""
-    return f"{final.get('epochs_run', '?')} epochs, {final.get('seconds', 0) / 60:.1f} min{cut}"
+    ended = {"time": " (ended by its time cap)", "steps": " (all its epochs)"}.get(
+        final.get("ended_by"), " (stopped early)" if "ended_by" in final else "")
+    return f"{final.get('epochs_run', '?')} epochs, {final.get('seconds', 0) / 60:.1f} min{ended}"
+
+
+def _single_view(m: dict) -> str:
+    single = m.get("test_accuracy_single_view")
+    return "-" if single is None else f"{100 * single:.2f}%"
+
+
+def _budget_rule(per_family, cnn_metrics) -> str:
+    """The rule both families were trained under, stated with this run's numbers."""
+    finals = {f: d["best"].get("final", {}) for f, d in per_family.items()}
+    if not all(finals.values()):
+        return ""
+    parts = [f"{FAMILY_LABELS[f]} {final.get('epochs_wanted', '?')} epochs or "
+             f"{final.get('budget_minutes', 0):g} min" for f, final in finals.items()]
+    tta = (" Test predictions average each image with its mirror image (flip test-time "
+           "augmentation) for both families; the single-view row is what the registered model "
+           "returns.") if cnn_metrics.get("flip_tta") else ""
+    return ("**Budget rule.** Both families go through the same procedure: a search on the "
+            "validation split whose trials are capped at the final training's time per image, "
+            "then a final training of the winner on the whole training split for a set number "
+            "of epochs or a wall-clock cap, whichever ends first, with a learning-rate schedule "
+            f"that ends exactly there ({'; '.join(parts)})." + tta)
 
 
 def _best_hyperparameters(per_family) -> list[str]:

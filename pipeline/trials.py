@@ -43,7 +43,12 @@ def lessons(trials: pd.DataFrame, family: str) -> pd.DataFrame:
             out[name] = hp[name].round(6) if pd.api.types.is_float_dtype(hp[name]) \
                 else hp[name]
     if family == "cnn" and {"stages", "convs_per_stage"} <= hp.keys():
-        out["depth"] = 1 + hp["stages"] * hp["convs_per_stage"]  # conv layers, stem included
+        # conv layers, stem included: each stage's entry conv, plus the block convs of the
+        # stages that have one (all of them, or the first and last)
+        blocks = hp["stages"].clip(upper=2)
+        if "block_stages" in hp:
+            blocks = blocks.where(hp["block_stages"] != "all", hp["stages"])
+        out["depth"] = 1 + hp["stages"] + (hp["convs_per_stage"] - 1) * blocks
     elif "layers" in hp:
         out["depth"] = hp["layers"]  # hidden dense layers
     out["augmentation"] = _augmentation_labels(hp, len(trials))

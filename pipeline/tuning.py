@@ -97,6 +97,7 @@ class TrackedTunerMixin:
     role = None  # a pipeline.distributed.Role; None: standalone
     serve_until: float | None = None  # chief only: when to stop waiting for workers
     orphaned: dict[str, str] = {}  # chief only: trials out on workers at the end
+    search_seed: int = 0  # with the trial id, seeds each trial (a worker's oracle is remote)
 
     def setup_tracking(self, tracker: Tracker | None, parent_run: str | None,
                        fixed_tags: dict | None = None) -> None:
@@ -176,7 +177,7 @@ class TrackedTunerMixin:
         kwargs["callbacks"] = [*kwargs.get("callbacks", []), guard, deadline, start]
         # weights and augmentation depend on the search seed and the trial only
         self.hypermodel.last_schedule = None
-        seed = trial_seed(self.oracle.seed, trial.trial_id)
+        seed = trial_seed(self.search_seed, trial.trial_id)
         keras.utils.set_random_seed(seed)
         self.hypermodel.seed = seed
         return super()._build_and_fit_model(trial, *args, **kwargs)
@@ -371,7 +372,7 @@ def make_tuner(kind: str, hypermodel: FamilyHyperModel, *, directory, project_na
     tuner = tuner_class(oracle=oracle, hypermodel=hypermodel, directory=str(directory),
                         project_name=project_name, overwrite=False, **(tuner_kwargs or {}))
     tuner.setup_tracking(tracker, parent_run, fixed_tags)
-    tuner.deadline, tuner.trial_cap = deadline, max_trials
+    tuner.deadline, tuner.trial_cap, tuner.search_seed = deadline, max_trials, seed
     tuner.role = None if role is None or role.kind == "standalone" else role
     tuner.serve_until = serve_until
     return tuner

@@ -41,7 +41,8 @@ def _trials(family: str, n: int, rng) -> list[dict]:
                "hp.dropout": round(0.1 * (i % 4), 1) if i != 3 else 0.1 * 3,
                "hp.aug_flip": bool(i % 2), "hp.aug_crop": 4 * (i % 2), "hp.tuner/epochs": 2}
         if family == "cnn":
-            row.update({"hp.stages": 1 + i % 3, "hp.convs_per_stage": 2})
+            row.update({"hp.stages": 1 + i % 3, "hp.convs_per_stage": 2,
+                        "hp.block_stages": ["ends", "all"][(i // 3) % 2]})
         else:
             row.update({"hp.layers": 1 + i % 3})
         rows.append(row)
@@ -105,9 +106,15 @@ def test_report_does_not_claim_a_win_it_did_not_measure(tmp_path):
 
 
 def test_lessons_map_hyperparameters_onto_the_course(tmp_path):
-    rows = pd.DataFrame(_trials("cnn", 5, np.random.default_rng(1)))
+    rows = pd.DataFrame(_trials("cnn", 6, np.random.default_rng(1)))
     table = lessons(rows, "cnn")
-    assert list(table["depth"]) == [1 + s * 2 for s in rows["hp.stages"]]
+    # stem + one conv per stage + a block conv in every stage ("all") or at most two ("ends")
+    blocks = [s if b == "all" else min(s, 2) for s, b in zip(rows["hp.stages"],
+                                                            rows["hp.block_stages"],
+                                                            strict=True)]
+    assert list(table["depth"]) == [1 + s + b for s, b in zip(rows["hp.stages"], blocks,
+                                                                       strict=True)]
+    assert list(table["depth"]) == [3, 5, 6, 3, 5, 7]
     assert list(table["augmentation"][:2]) == ["none", "flip+crop"]
     assert table["dropout"][3] == 0.3  # 0.1 * 3 rounded, one group with 0.3
 

@@ -13,7 +13,7 @@ FC_DEFAULTS = {
     "shrink": 0.5,  # each following layer is this times narrower
     "batch_norm": True,
     "activation": "relu",
-    "dropout": 0.3,
+    "dropout": 0.1,
 }
 
 

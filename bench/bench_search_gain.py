@@ -1,0 +1,177 @@
+"""Benchmark: does the search earn its keep? Reads a finished tune stage (its trials and its
+pick) and retrains under the final budget rule on the whole training split:
+
+1. the search's pick against the space's default configuration (its first trial), each with
+   ``--seeds`` seeds: test accuracy (flip test-time augmentation, as the evaluate stage) mean
+   and spread, and the paired difference per seed;
+2. the ``--top`` best distinct configurations of the search, one training each: the Spearman
+   rank correlation between their search scores and what the full training reaches
+   (validation and test accuracy).
+
+Every run gets the same budget: ``--epochs`` epochs or ``--minutes`` of training, whichever
+ends first (default: the tune section's rule for the family). Runs one after the other in this
+process; nothing else should run beside it, the budgets being wall clock.
+
+    python bench/bench_search_gain.py --family fc --seeds 3 --top 5
+    python bench/bench_search_gain.py --family cnn --seeds 2 --top 0 --minutes 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int,
+                    seconds: float) -> dict:
+    """One final-rule training of the configuration ``values``; val and test accuracy."""
+    import keras
+    import keras_tuner as kt
+    import numpy as np
+
+    from pipeline.evaluate import _evaluate_model
+
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    for name, value in values.items():
+        if name in hp.values:
+            hp.values[name] = value
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    hypermodel.seed = seed
+    model = hypermodel.build(hp)
+    started = time.monotonic()
+    hypermodel.fit(hp, model, data["x_train"], data["y_train"], epochs=epochs, seconds=seconds,
+                   verbose=0)
+    val = _evaluate_model(model, data["x_val"], data["y_val"], 512, flip_tta=False)[0]
+    test = _evaluate_model(model, data["x_test"], data["y_test"], 512, flip_tta=True)[0]
+    schedule = hypermodel.last_schedule.summary()
+    return {"seed": seed, "val_accuracy": val["test_accuracy"],
+            "test_accuracy": test["test_accuracy"],
+            "test_single_view": test["test_accuracy_single_view"],
+            "steps": schedule["steps"], "ended_by": schedule["ended_by"],
+            "seconds": round(time.monotonic() - started, 1),
+            "params": int(np.sum([np.prod(w.shape) for w in model.trainable_weights]))}
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def main() -> int:
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.config import load_params
+    from pipeline.data import store
+    from pipeline.spaces import load_space
+    from pipeline.tuning import FamilyHyperModel, known_hyperparameters
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="cnn", choices=["cnn", "fc"])
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
+    parser.add_argument("--results", type=Path, default=ROOT / "results",
+                        help="a finished tune stage's results folder")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--top", type=int, default=5, help="configurations for the rank "
+                        "correlation (0: skip)")
+    parser.add_argument("--epochs", type=int, help="default: tune.final_epochs")
+    parser.add_argument("--minutes", type=float, help="default: tune.final_budget_minutes")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    t = params.tune.for_family(args.family)
+    epochs = args.epochs or t.final_epochs
+    seconds = 60 * (args.minutes or t.final_budget_minutes)
+    folder = args.results / args.family
+    best = json.loads((folder / "best_hparams.json").read_text())
+    trials = pd.read_csv(folder / "trials.csv")
+    meta = store.load_meta(args.data)
+    data = {}
+    for split in ("train", "val", "test"):
+        x, y = store.load_split(args.data, split)
+        data[f"x_{split}"], data[f"y_{split}"] = np.asarray(x), np.asarray(y)
+    space_file = ROOT / "search_spaces" / f"{args.family}.yaml"
+    space = load_space(space_file, family=args.family,
+                       known=known_hyperparameters(args.family))
+    hypermodel = FamilyHyperModel(args.family, space, meta, params.augmentation,
+                                  n_train=len(data["y_train"]))
+    hp_columns = [c for c in trials.columns if c.startswith("hp.") and "tuner/" not in c]
+
+    def values_of(row) -> dict:
+        return {c[3:]: _plain(row[c]) for c in hp_columns if not pd.isna(row[c])}
+
+    default = values_of(trials.sort_values("trial_id").iloc[0])
+    pick = {k: v for k, v in best["hyperparameters"].items()}
+    same = all(pick.get(k) == v for k, v in default.items())
+    print(f"{args.family}: budget {epochs} epochs or {seconds / 60:g} min; search pick = trial "
+          f"{best['trial_id']}{' (the default configuration)' if same else ''}", flush=True)
+    report = {"family": args.family, "epochs": epochs, "minutes": seconds / 60,
+              "pick_trial": best["trial_id"], "pick_is_default": same, "pairs": []}
+    for seed in range(args.seeds):
+        pair = {"default": train_and_score(hypermodel, default, seed, data, epochs, seconds)}
+        pair["pick"] = pair["default"] if same else train_and_score(hypermodel, pick, seed,
+                                                                    data, epochs, seconds)
+        report["pairs"].append(pair)
+        print(f"  seed {seed}: default {pair['default']['test_accuracy']:.4f}, pick "
+              f"{pair['pick']['test_accuracy']:.4f}", flush=True)
+    for name in ("default", "pick"):
+        accs = [p[name]["test_accuracy"] for p in report["pairs"]]
+        report[name] = {"mean": statistics.mean(accs),
+                        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+    diffs = [p["pick"]["test_accuracy"] - p["default"]["test_accuracy"] for p in report["pairs"]]
+    report["difference"] = {"mean": statistics.mean(diffs),
+                            "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
+    print(f"  test accuracy: default {report['default']['mean']:.4f} ± "
+          f"{report['default']['std']:.4f}, pick {report['pick']['mean']:.4f} ± "
+          f"{report['pick']['std']:.4f}; pick - default {report['difference']['mean']:+.4f} ± "
+          f"{report['difference']['std']:.4f} over {args.seeds} seeds", flush=True)
+
+    if args.top >= 2:
+        done = trials[trials["status"] == "COMPLETED"].sort_values("score", ascending=False)
+        seen, top = set(), []
+        for _, row in done.iterrows():  # Hyperband repeats a configuration on higher rungs
+            key = json.dumps(values_of(row), sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                top.append(row)
+            if len(top) == args.top:
+                break
+        ranked = []
+        for row in top:
+            result = train_and_score(hypermodel, values_of(row), 0, data, epochs, seconds)
+            ranked.append({"trial_id": row["trial_id"], "search_score": float(row["score"]),
+                           **result})
+            print(f"  trial {row['trial_id']}: search {row['score']:.4f} -> val "
+                  f"{result['val_accuracy']:.4f}, test {result['test_accuracy']:.4f}",
+                  flush=True)
+        search = [r["search_score"] for r in ranked]
+        report["top"] = ranked
+        report["spearman_val"] = spearman(search, [r["val_accuracy"] for r in ranked])
+        report["spearman_test"] = spearman(search, [r["test_accuracy"] for r in ranked])
+        print(f"  Spearman, search score vs full training: val {report['spearman_val']:+.2f}, "
+              f"test {report['spearman_test']:+.2f} ({len(ranked)} configurations)")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
