@@ -58,10 +58,12 @@ class AugmentationParams(Section):
 
 
 class FamilyOverrides(Section):
-    """Budget keys of the tune section, set for one family only."""
+    """Budget keys of the tune section, set for one family only (a key left out or null keeps
+    the tune section's value)."""
 
     max_trials: Annotated[int, Field(ge=1)] | None = None
     budget_minutes: Annotated[float, Field(gt=0)] | None = None
+    search_train_per_class: Annotated[int, Field(ge=1)] | None = None  # None: the tune value
     final_epochs: Annotated[int, Field(ge=1)] | None = None
     final_budget_minutes: Annotated[float, Field(gt=0)] | None = None
 

@@ -331,7 +331,15 @@ class BayesianOracle(SearchControlMixin, kt.oracles.BayesianOptimizationOracle):
 
 
 class HyperbandOracle(SearchControlMixin, kt.oracles.HyperbandOracle):
-    pass
+    """Hyperband that opens with its full-fidelity bracket: the first trials (the space's
+    defaults, or a champion's values) are scored at the top rung, so another configuration
+    wins only by beating them at the same budget, not because they were cut at the lowest
+    rung. The successive-halving brackets follow, most aggressive first, as in KerasTuner."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._current_bracket, self._brackets = 0, []
+        self._start_new_bracket()
 
 
 class TrackedTuner(TrackedTunerMixin, kt.Tuner):
@@ -361,7 +369,10 @@ def make_tuner(kind: str, hypermodel: FamilyHyperModel, *, directory, project_na
                   max_consecutive_failed_trials=max_consecutive_failures,
                   max_retries_per_trial=0)
     if kind == "hyperband":
-        oracle = HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
+        # iterations without end: the trial cap and the wall-clock budget end the search
+        # (KerasTuner's default, one iteration, stops a small search after a few trials)
+        oracle = HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor,
+                                 hyperband_iterations=10_000, **common)
         tuner_class = TrackedHyperband
     elif kind == "bayesian":
         oracle, tuner_class = BayesianOracle(max_trials=max_trials, **common), TrackedTuner

@@ -86,7 +86,8 @@ def test_a_time_budget_stops_training_and_its_schedule_ends_there():
                         validation_data=(x[:64], y[:64]))
     assert budget.ended_by == "time" and budget.progress == 1.0
     assert len(history.history["loss"]) < 50 and len(rates.rates) > 40
-    assert 1.5 <= budget.trained_seconds < 3.0
+    # stopped at the first batch past the budget (a loaded machine may stretch one batch)
+    assert 1.5 <= budget.trained_seconds < 6.0 and budget.steps == len(rates.rates)
     peak_at = int(np.argmax(rates.rates))
     assert rates.rates[-1] < 0.15 * 0.1  # annealed, near zero at the very end
     assert 0.1 <= peak_at / len(rates.rates) <= 0.35  # warm-up near 20% of the steps

@@ -179,14 +179,18 @@ HYPERBAND = {"tuner": "hyperband", "max_trials": 4, "max_epochs": 3, "hyperband_
 
 def test_hyperband_rungs_restart_with_a_schedule_over_their_own_epochs(tmp_path, tiny_prepared,
                                                                        monkeypatch):
-    run_search(tmp_path, tiny_prepared, monkeypatch, **HYPERBAND)
+    run_search(tmp_path, tiny_prepared, monkeypatch, **{**HYPERBAND, "max_trials": 7})
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     history = read_csv(tmp_path / "results" / "cnn" / "trial_history.csv")
-    assert [r["status"] for r in rows] == ["COMPLETED"] * 4
-    # Hyperband's first rung: 3 configurations for 1 epoch; the best goes on to 3 epochs
-    assert [r["hp.tuner/epochs"] for r in rows] == ["1", "1", "1", "3"]
-    promoted = rows[3]
-    assert promoted["hp.tuner/trial_id"] in {r["trial_id"] for r in rows[:3]}
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 7
+    # First the full-fidelity bracket: the defaults and one more configuration at 3 epochs;
+    # then successive halving: 3 configurations for 1 epoch, the best goes on to 3 epochs;
+    # then the full-fidelity bracket again (the trial cap and the budget end a search, not
+    # KerasTuner's single iteration)
+    assert [r["hp.tuner/epochs"] for r in rows] == ["3", "3", "1", "1", "1", "3", "3"]
+    assert rows[0]["hp.learning_rate"] == "0.01"  # the space's default configuration
+    promoted = rows[5]
+    assert promoted["hp.tuner/trial_id"] in {r["trial_id"] for r in rows[2:5]}
     steps_per_epoch = -(-200 // 64)  # 200 training images, batches of 64
     for row in rows:  # every trial a whole run: its schedule ends with the epochs it ran
         epochs = int(row["hp.tuner/epochs"])
