@@ -185,8 +185,9 @@ def _budget_rule(per_family, cnn_metrics) -> str:
     finals = {f: d["best"].get("final", {}) for f, d in per_family.items()}
     if not all(finals.values()):
         return ""
-    parts = [f"{FAMILY_LABELS[f]} {final.get('epochs_wanted', '?')} epochs or "
-             f"{final.get('budget_minutes', 0):g} min" for f, final in finals.items()]
+    parts = [f"{'CNN' if f == 'cnn' else FAMILY_LABELS[f].lower()}: "
+             f"{final.get('epochs_wanted', '?')} epochs or {final.get('budget_minutes', 0):g} min"
+             for f, final in finals.items()]
     tta = (" Test predictions average each image with its mirror image (flip test-time "
            "augmentation) for both families; the single-view row is what the registered model "
            "returns.") if cnn_metrics.get("flip_tta") else ""
