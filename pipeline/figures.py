@@ -1,7 +1,7 @@
 """The report's figures, one function per PNG. Each takes plain tables and writes one file.
 
-Every figure has a title, labelled axes with units, and says which data it shows (search trials
-on the subset, or the final training on the whole training split), so it reads on its own.
+Every figure has a title, labelled axes with units, and says which data it shows (search trials,
+or the final training on the whole training split), so it reads on its own.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def learning_curves(final: dict[str, pd.DataFrame], search: dict[str, pd.DataFra
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.supxlabel("Search trials train on a subset for few epochs (Hyperband continues the best "
-                  "from a checkpoint); the final training uses the whole training split",
+    fig.supxlabel("Search trials train for few epochs (a promoted configuration restarts), each "
+                  "with a whole schedule; the final training uses the whole training split",
                   fontsize=9)
     return _save(fig, path)
 
@@ -156,7 +156,7 @@ def accuracy_vs_params(trials: dict[str, pd.DataFrame], finals: dict[str, dict],
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("val accuracy (%)")
-    ax.set_title("Accuracy against size\n(search trials: subset, few epochs; final: whole split)")
+    ax.set_title("Accuracy against size\n(search trials: few epochs; final: whole split)")
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, path)

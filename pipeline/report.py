@@ -129,14 +129,15 @@ def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, fig
     out += _best_hyperparameters(per_family)
     out += _top_trials(done, lesson_tables)
     out += ["## Learning curves", "", "Validation accuracy per epoch of the three best search "
-            "trials (on the search subset) and of the final training of the best configuration "
-            "(whole training split); the gap between train and val is overfitting, held back by "
-            "augmentation, dropout and early stopping.", "",
+            "trials (few epochs, on a subset where the profile sets one) and of the final "
+            "training of the best configuration (whole training split); the gap between train "
+            "and val is overfitting, held back by augmentation, dropout and early stopping.", "",
             f"![Learning curves]({figs['learning_curves']})", ""]
     out += _effects(done, lesson_tables, figs)
     out += _importance(rankings, figs)
-    out += ["## Accuracy against size", "", "Every completed search trial (dots: search subset, "
-            "few epochs) and each final model (stars: whole training split). "
+    out += ["## Accuracy against size", "", "Every completed search trial (dots: few epochs, "
+            "on a subset where the profile sets one) and each final model (stars: whole "
+            "training split). "
             f"Final models: CNN {cnn['params']:,} parameters, fully connected "
             f"{fc['params']:,} ({fc['params'] / max(cnn['params'], 1):.1f} times as many).", "",
             f"![Accuracy against parameters]({figs['accuracy_vs_params']})", ""]
@@ -181,7 +182,7 @@ def _single_view(m: dict) -> str:
 
 
 def _budget_rule(per_family, cnn_metrics) -> str:
-    """The rule both families were trained under, stated with this run's numbers."""
+    """The rule both families were trained under, with this run's numbers."""
     finals = {f: d["best"].get("final", {}) for f, d in per_family.items()}
     if not all(finals.values()):
         return ""
@@ -230,7 +231,7 @@ def _top_trials(done, lesson_tables) -> list[str]:
 
 def _effects(done, lesson_tables, figs) -> list[str]:
     out = ["## Hyperparameter effects", "", "Each point is a completed trial; colour is how many "
-           "epochs it trained (Hyperband stops most trials early, and epochs matter as much as "
+           "epochs it trained (Hyperband gives most trials few, and epochs matter as much as "
            "any choice), so compare points of one colour. Mean validation accuracy by value:",
            "", "| lesson | CNN | Fully connected |", "|---|---|---|"]
     for lesson in ("optimizer", "schedule", "batch_norm", "activation", "depth", "dropout",
