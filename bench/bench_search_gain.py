@@ -41,10 +41,8 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
     from pipeline.evaluate import _evaluate_model
 
     hp = kt.HyperParameters()
-    hypermodel.declare_hyperparameters(hp)
-    for name, value in values.items():
-        if name in hp.values:
-            hp.values[name] = value
+    hp.values.update(values)
+    hypermodel.declare_hyperparameters(hp)  # conditional values become active with their parent
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     hypermodel.seed = seed
@@ -128,17 +126,19 @@ def main() -> int:
         report["pairs"].append(pair)
         print(f"  seed {seed}: default {pair['default']['test_accuracy']:.4f}, pick "
               f"{pair['pick']['test_accuracy']:.4f}", flush=True)
-    for name in ("default", "pick"):
-        accs = [p[name]["test_accuracy"] for p in report["pairs"]]
-        report[name] = {"mean": statistics.mean(accs),
-                        "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
-    diffs = [p["pick"]["test_accuracy"] - p["default"]["test_accuracy"] for p in report["pairs"]]
-    report["difference"] = {"mean": statistics.mean(diffs),
-                            "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
-    print(f"  test accuracy: default {report['default']['mean']:.4f} ± "
-          f"{report['default']['std']:.4f}, pick {report['pick']['mean']:.4f} ± "
-          f"{report['pick']['std']:.4f}; pick - default {report['difference']['mean']:+.4f} ± "
-          f"{report['difference']['std']:.4f} over {args.seeds} seeds", flush=True)
+    if report["pairs"]:  # --seeds 0: rank correlation only
+        for name in ("default", "pick"):
+            accs = [p[name]["test_accuracy"] for p in report["pairs"]]
+            report[name] = {"mean": statistics.mean(accs),
+                            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
+        diffs = [p["pick"]["test_accuracy"] - p["default"]["test_accuracy"]
+                 for p in report["pairs"]]
+        report["difference"] = {"mean": statistics.mean(diffs),
+                                "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
+        print(f"  test accuracy: default {report['default']['mean']:.4f} ± "
+              f"{report['default']['std']:.4f}, pick {report['pick']['mean']:.4f} ± "
+              f"{report['pick']['std']:.4f}; pick - default {report['difference']['mean']:+.4f} ± "
+              f"{report['difference']['std']:.4f} over {args.seeds} seeds", flush=True)
 
     if args.top >= 2:
         done = trials[trials["status"] == "COMPLETED"].sort_values("score", ascending=False)
