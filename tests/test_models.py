@@ -73,6 +73,8 @@ def test_default_cnn_is_the_resnet9_layout_and_all_blocks_add_the_middle_one():
     assert convs(ends) == 8 and convs(every) == 10  # ResNet-9: 8 convs and a linear head
     residuals = [layer.name for layer in ends.layers if layer.name.endswith("_residual")]
     assert residuals == ["s1_residual", "s3_residual"]
+    with pytest.raises(ValueError, match="block_stages must be all or ends, not 'middle'"):
+        build({**defaults, "block_stages": "middle"}, 10, STATS, AugmentationParams())
 
 
 def test_pad_crop_draws_a_reflect_padded_window_per_image():

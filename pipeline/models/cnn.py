@@ -40,6 +40,8 @@ def _conv(x, filters: int, cfg: dict, name: str):
 
 
 def build_cnn(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
+    if cfg["block_stages"] not in ("all", "ends"):  # a trial with it fails, naming the value
+        raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
     inputs, x = input_stem(data_stats, policy, seed)
     x = _conv(x, cfg["base_filters"], cfg, "stem")
     for stage in range(cfg["stages"]):
