@@ -80,14 +80,16 @@ def _evaluate_model(model, x, y, batch_size: int, flip_tta: bool) -> tuple[dict,
     """Test metrics of one model. With ``flip_tta`` the verdict's prediction averages the class
     probabilities of each image and its mirror image (the same rule for every family); the
     single-view accuracy (what the registered model returns) is reported beside it."""
+    from scipy.special import softmax
+
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up (tracing)
     started = time.perf_counter()
-    probabilities = _softmax(model.predict(x, batch_size=batch_size, verbose=0))
+    probabilities = softmax(model.predict(x, batch_size=batch_size, verbose=0), axis=1)
     seconds = time.perf_counter() - started
     single = np.argmax(probabilities, axis=1)
     if flip_tta:
-        probabilities = (probabilities + _softmax(model.predict(
-            x[:, :, ::-1], batch_size=batch_size, verbose=0))) / 2
+        probabilities = (probabilities + softmax(model.predict(
+            x[:, :, ::-1], batch_size=batch_size, verbose=0), axis=1)) / 2
     predicted = np.argmax(probabilities, axis=1)
     loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)))
     return {
@@ -98,11 +100,6 @@ def _evaluate_model(model, x, y, batch_size: int, flip_tta: bool) -> tuple[dict,
         "params": int(model.count_params()),
         "images_per_second": round(len(x) / seconds, 1),
     }, predicted
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _training_facts(best_hparams: Path) -> dict:
