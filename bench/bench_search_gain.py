@@ -73,11 +73,12 @@ def main() -> int:
 
     from pipeline.config import load_params
     from pipeline.data import store
+    from pipeline.families import FAMILIES, FAMILY_NAMES
+    from pipeline.search.hypermodel import FamilyHyperModel, known_hyperparameters
     from pipeline.spaces import load_space
-    from pipeline.tuning import FamilyHyperModel, known_hyperparameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", default="cnn", choices=["cnn", "fc"])
+    parser.add_argument("--family", default="cnn", choices=FAMILY_NAMES)
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
     parser.add_argument("--results", type=Path, default=ROOT / "results",
@@ -102,7 +103,7 @@ def main() -> int:
     for split in ("train", "val", "test"):
         x, y = store.load_split(args.data, split)
         data[f"x_{split}"], data[f"y_{split}"] = np.asarray(x), np.asarray(y)
-    space_file = ROOT / "search_spaces" / f"{args.family}.yaml"
+    space_file = FAMILIES[args.family].space_file(ROOT / "search_spaces")
     space = load_space(space_file, family=args.family,
                        known=known_hyperparameters(args.family))
     hypermodel = FamilyHyperModel(args.family, space, meta, params.augmentation,

@@ -37,10 +37,10 @@ def load_images(source: Path, n: int):
 
 def build(family: str, x, batch_size: int, jit_compile: bool):
     from pipeline.config import AugmentationParams
-    from pipeline.models import FAMILIES
+    from pipeline.families import FAMILIES
     from pipeline.training import RECIPE_DEFAULTS, compile_model
 
-    builder, defaults = FAMILIES[family]
+    builder, defaults = FAMILIES[family].builder, FAMILIES[family].defaults
     stats = {"mean": list(x.mean(axis=(0, 1, 2)) / 255), "std": list(x.std(axis=(0, 1, 2)) / 255)}
     cfg = {**RECIPE_DEFAULTS, **defaults, "batch_size": batch_size}
     model = builder(cfg, 10, stats, AugmentationParams(), seed=0)

@@ -25,16 +25,17 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"
                  "epoch_seconds")
 
 
-def replay(tracker, parent: str, epochs: int) -> float:
+def replay(runs, epochs: int) -> float:
+    """What one trial writes: its child run, params, per-epoch metrics, summary, status."""
     started = time.perf_counter()
-    run = tracker.start_trial(parent, "trial", HYPERPARAMETERS, {"trial_id": "x"})
+    run = runs.start_trial("x", HYPERPARAMETERS, {})
     for epoch in range(epochs):
-        tracker.log_metrics(run, {name: 0.5 for name in EPOCH_METRICS}, step=epoch)
-    tracker.log_metrics(run, {"epochs_run": epochs, "best_epoch": 1, "trainable_params": 1e5,
+        runs.log_metrics(run, {name: 0.5 for name in EPOCH_METRICS}, step=epoch)
+    runs.log_metrics(run, {"epochs_run": epochs, "best_epoch": 1, "trainable_params": 1e5,
                               "seconds_per_epoch": 10.0, "best_val_accuracy": 0.5},
                         step=epochs)
-    tracker.set_tags(run, {"status": "COMPLETED", "stopped_by_budget": False})
-    tracker.end_run(run, "FINISHED")
+    runs.set_tags(run, {"status": "COMPLETED", "stopped_by_budget": False})
+    runs.end_run(run, "FINISHED")
     return time.perf_counter() - started
 
 
@@ -45,14 +46,15 @@ def main(argv=None) -> int:
     parser.add_argument("--uri", help="tracking URI (default: a new SQLite store)")
     args = parser.parse_args(argv)
 
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.search_runs import SearchRuns
+    from pipeline.tracking.store import TrackingStore
 
     with tempfile.TemporaryDirectory() as scratch:
         uri = args.uri or f"sqlite:///{scratch}/mlflow.db"
-        tracker = Tracker(uri, "bench-tracking", Path(scratch) / "artifacts")
-        parent = tracker.start_search("bench", "bench-search", {}, {"n": 1})
-        replay(tracker, parent, args.epochs)  # warm-up: connections, first queries
-        seconds = [replay(tracker, parent, args.epochs) for _ in range(args.trials)]
+        runs = SearchRuns(TrackingStore(uri, "bench-tracking", Path(scratch) / "artifacts"))
+        runs.start(f"bench-{time.time()}", "bench-search", {}, {"n": 1})
+        replay(runs, args.epochs)  # warm-up: connections, first queries
+        seconds = [replay(runs, args.epochs) for _ in range(args.trials)]
     per_trial = statistics.median(seconds) * 1000
     print(f"store {'SQLite' if not args.uri else args.uri}: {args.trials} trials of "
           f"{args.epochs} epochs")

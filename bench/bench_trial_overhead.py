@@ -61,8 +61,8 @@ def hypermodel_for(family, data_dir, policy, n_train, epochs):
     import keras_tuner as kt
 
     from pipeline.data import store
+    from pipeline.search.hypermodel import FamilyHyperModel
     from pipeline.spaces import SearchSpace
-    from pipeline.tuning import FamilyHyperModel
 
     meta = store.load_meta(data_dir)
     empty = SearchSpace(Path("<defaults>"), family, ())
@@ -88,19 +88,23 @@ def pipeline_trial(family, data, policy, epochs, workdir: Path) -> list[float]:
 
     import keras
 
-    from pipeline.tracking import Tracker
+    from pipeline.config import TuneParams
+    from pipeline.search.tuners import SUMMARY_FILE, make_tuner
+    from pipeline.tracking.search_runs import SearchRuns
+    from pipeline.tracking.store import TrackingStore
     from pipeline.training import early_stopping
-    from pipeline.tuning import SUMMARY_FILE, make_tuner
 
     data_dir, x, y, xv, yv = data
     keras.backend.clear_session()
     hypermodel, _ = hypermodel_for(family, data_dir, policy, len(y), epochs)
-    tracker = Tracker(f"sqlite:///{workdir}/mlflow.db", "bench", workdir / "artifacts")
-    parent = tracker.start_search(f"bench-{time.time()}", "bench", {}, {})
-    tuner = make_tuner("random", hypermodel, directory=workdir / "tuning",
-                       project_name=f"p{time.time_ns()}", max_trials=1, max_epochs=epochs,
-                       hyperband_factor=3, seed=0, max_consecutive_failures=1,
-                       tracker=tracker, parent_run=parent)
+    runs = SearchRuns(TrackingStore(f"sqlite:///{workdir}/mlflow.db", "bench",
+                                    workdir / "artifacts"))
+    runs.start(f"bench-{time.time()}", "bench", {}, {})
+    settings = TuneParams(tuner="random", max_trials=1, max_epochs=epochs, seed=0,
+                          max_consecutive_failures=1)
+    tuner = make_tuner(settings, hypermodel, directory=workdir / "tuning",
+                       project_name=f"p{time.time_ns()}", deadline=None, runs=runs,
+                       run_tags={})
     tuner.search(x, y, validation_data=(xv, yv), epochs=epochs, verbose=0,
                  callbacks=[early_stopping(epochs + 1)])
     trial_id = next(iter(tuner.oracle.trials))

@@ -34,12 +34,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     space = Path(args.space or f"search_spaces/{args.family}.yaml")
     role = Role("standalone")
     if args.role != "standalone":
-        role = Role(args.role, *parse_address(args.chief), args.worker_id)
-    from pipeline.tune import run_tune  # imports Keras, KerasTuner, MLflow
+        role = Role(args.role, *parse_address(args.chief), args.worker_id,
+                    wait_s=args.wait_seconds, grace_s=args.grace_seconds)
+    from pipeline.tune import TuneFolders, run_tune  # imports Keras, KerasTuner, MLflow
 
-    run_tune(params, args.family, space, Path(args.data), Path(args.tuning_dir),
-             Path(args.models), Path(args.results), role=role, wait_s=args.wait_seconds,
-             grace_s=args.grace_seconds)
+    run_tune(params, args.family, space, Path(args.data),
+             TuneFolders(Path(args.tuning_dir), Path(args.models), Path(args.results)),
+             role=role)
     return EXIT_OK
 
 
@@ -87,16 +88,16 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     from pipeline.lineage import history, plot_history
-    from pipeline.tracking import Tracker, resolve_tracking_uri
+    from pipeline.tracking.store import TrackingStore
 
-    tracker = Tracker(resolve_tracking_uri(params.tune.tracking_uri), params.tune.experiment)
-    if tracker.experiment_id is None:
-        print("error: the MLflow store is unreachable", file=sys.stderr)
-        return EXIT_FAILURE
+    store = TrackingStore.from_params(params.tracking)
+    if store is None:
+        print("error: tracking is off (tracking.uri: off): there is no history", file=sys.stderr)
+        return EXIT_BAD_INPUT
     dataset = args.dataset or params.prepare.dataset
-    print(history(tracker, dataset, params.retune.families))
+    print(history(store, dataset, params.retune.families))
     if args.png:
-        print(f"plot: {plot_history(tracker, dataset, params.retune.families, Path(args.png))}")
+        print(f"plot: {plot_history(store, dataset, params.retune.families, Path(args.png))}")
     return EXIT_OK
 
 
@@ -107,10 +108,15 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from pipeline.config import load_params
-    from pipeline.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
+    from pipeline.tracking.names import DEFAULT_ARTIFACT_ROOT, TRACKING_OFF
+    from pipeline.tracking.store import resolve_uri
 
     params = load_params(args.params)
-    uri = resolve_tracking_uri(params.tune.tracking_uri)
+    uri = resolve_uri(params.tracking.uri)
+    if uri == TRACKING_OFF:
+        print("error: tracking is off (tracking.uri: off): there is no store to browse",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.host not in LOOPBACK:
         print(f"warning: binding to {args.host}: anyone who can reach this address can read "
               "and change every run, with no login", file=sys.stderr)
@@ -123,18 +129,27 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_show_space(args: argparse.Namespace) -> int:
-    import yaml
-
+    from pipeline.config import AugmentationParams, load_params
+    from pipeline.families import FAMILIES
     from pipeline.spaces import load_space
 
-    family = (yaml.safe_load(Path(args.file).read_text()) or {}).get("family") \
-        if Path(args.file).is_file() else None
-    known = None
-    if family in ("cnn", "fc"):
-        from pipeline.tuning import known_hyperparameters  # imports Keras
+    space = load_space(args.file)  # a missing or malformed file: one line
+    if space.family not in FAMILIES:
+        print(space.summary())
+        return EXIT_OK
+    from pipeline.search.hypermodel import known_hyperparameters, trial_defaults  # Keras
 
-        known = known_hyperparameters(family)
-    print(load_space(args.file, known=known).summary())
+    space = load_space(args.file, known=known_hyperparameters(space.family))
+    has_params = Path(args.params).is_file()
+    policy = load_params(args.params).augmentation if has_params else AugmentationParams()
+    print(space.summary())
+    searched = set(space.names())
+    fixed = {k: v for k, v in trial_defaults(space.family, policy).items() if k not in searched}
+    source = args.params if has_params else "built-in defaults"
+    print(f"\nfixed for every trial (the recipe's and {space.family}'s defaults; augmentation "
+          f"policy from {source}):")
+    for key, value in sorted(fixed.items()):
+        print(f"  {key}: {value}")
     return EXIT_OK
 
 
@@ -150,6 +165,8 @@ def _cmd_check_params(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.families import FAMILY_NAMES  # no Keras
+
     parser = argparse.ArgumentParser(
         prog="cifar-automl",
         description="Reproducible AutoML comparison of CNNs and fully connected networks on "
@@ -173,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="KerasTuner search of one family over its search space, every trial "
                     "recorded in MLflow; then the best configuration is retrained and saved.",
     )
-    tune.add_argument("--family", required=True, choices=["cnn", "fc"])
+    tune.add_argument("--family", required=True, choices=FAMILY_NAMES)
     tune.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
     tune.add_argument("--tuning-dir", default="tuning", help="KerasTuner projects (%(default)s)")
     spread = tune.add_argument_group(
@@ -255,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (evaluate, report, publish):
         sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
-    for sub in (prepare, tune, evaluate, publish, retune, history, ui, check):
+    for sub in (prepare, tune, evaluate, publish, retune, history, ui, check, show):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     for sub in (tune, evaluate, report, publish):  # the folders the later stages share
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")

@@ -15,11 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.data.catalog import DATASETS
 from pipeline.errors import MISSING, ConfigError
+from pipeline.families import FAMILY_NAMES
+from pipeline.tracking.names import DEFAULT_EXPERIMENT
 
 DEFAULT_PARAMS = Path("params.yaml")
 SOURCE_KEYWORDS = ("keras-cache", "download")
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+FamilyName = Literal[FAMILY_NAMES]  # cnn | fc
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
@@ -89,13 +92,10 @@ class TuneParams(Section):
     final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
     seed: Annotated[int, Field(ge=0)] = 1
-    # None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; "off": no MLflow at all
-    tracking_uri: str | None = None
-    experiment: str = "cifar-automl"
     # auto: data parallel over 2+ GPUs of this host; on: over every device (CPU ones too);
     # off: one device
     data_parallel: Literal["auto", "on", "off"] = "auto"
-    per_family: dict[Literal["cnn", "fc"], FamilyOverrides] = {}
+    per_family: dict[FamilyName, FamilyOverrides] = {}
 
     def for_family(self, family: str) -> TuneParams:
         """These settings with the family's overrides applied."""
@@ -120,7 +120,7 @@ class RetuneParams(Section):
     """The scheduled retuning job (``cifar-automl retune``): a fresh budgeted search per
     family, warm-started from the champion, which it replaces only on a clear, paired win."""
 
-    families: Annotated[list[Literal["cnn", "fc"]], Field(min_length=1)] = ["cnn", "fc"]
+    families: Annotated[list[FamilyName], Field(min_length=1)] = list(FAMILY_NAMES)
     max_trials: Annotated[int, Field(ge=1)] = 8
     budget_minutes: Annotated[float, Field(gt=0)] = 5.0  # search wall clock, per family
     # None: the pipeline's final training rule for each family (tune.final_epochs and
@@ -136,12 +136,25 @@ class RetuneParams(Section):
     lock_file: str = "retune/retune.lock"
 
 
+class TrackingParams(Section):
+    """Where every command that touches MLflow (tune, publish, retune, history, ui) logs."""
+
+    # None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; "off": no MLflow at all
+    uri: str | None = None
+    experiment: str = DEFAULT_EXPERIMENT
+
+
 class Params(Section):
     prepare: PrepareParams = PrepareParams()
     augmentation: AugmentationParams = AugmentationParams()
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     retune: RetuneParams = RetuneParams()
+    tracking: TrackingParams = TrackingParams()
+
+
+# keys that moved: an old params file gets told where, not just "unknown key"
+MOVED_KEYS = {"tune.tracking_uri": "tracking.uri", "tune.experiment": "tracking.experiment"}
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -191,6 +204,8 @@ def _first_error(path: Path, exc: ValidationError) -> ConfigError:
     error = exc.errors()[0]
     key_parts, parent = _key_path(error["loc"])
     key = ".".join(key_parts)
+    if error["type"] == "extra_forbidden" and key in MOVED_KEYS:
+        return ConfigError(path, key, MISSING, f"moved: set {MOVED_KEYS[key]} instead")
     if error["type"] == "extra_forbidden":
         known = ", ".join(parent.model_fields) if parent else ""
         return ConfigError(path, key, MISSING, f"unknown key (known keys: {known})")

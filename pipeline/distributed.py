@@ -42,6 +42,8 @@ class Role:
     host: str = "127.0.0.1"
     port: int = 0
     worker_id: int = 0
+    wait_s: float = 300  # a worker: how long it waits for the chief, and for any call to it
+    grace_s: float = 120  # the chief: how long it waits for running trials after the budget
 
     @property
     def tuner_id(self) -> str:

@@ -22,10 +22,10 @@ import numpy as np
 from pipeline.config import Params
 from pipeline.data import store
 from pipeline.errors import DataError
+from pipeline.families import FAMILY_NAMES as FAMILIES
 from pipeline.stats import bootstrap_accuracy_ci, mcnemar_exact
 
 log = logging.getLogger(__name__)
-FAMILIES = ("cnn", "fc")
 
 
 def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: Path,

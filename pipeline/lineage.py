@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from pipeline.registry import registered_name
+from pipeline.families import FAMILIES
+from pipeline.tracking import names
 
 
-def versions(tracker, name: str) -> list[tuple]:
+def versions(store, name: str) -> list[tuple]:
     """(version, its aliases) in version order. Searched versions carry no aliases in MLflow,
     so they come from the registered model."""
-    found = tracker.call("list model versions", tracker.client.search_model_versions,
-                         f"name = '{name}'") or []
-    model = tracker.call("read the registered model", tracker.client.get_registered_model,
-                         name) if found else None
+    found = store.model_versions(name)
+    model = store.registered_model(name) if found else None
     aliases = {}
     for alias, version in (model.aliases if model else {}).items():
         aliases.setdefault(str(version), []).append(alias)
@@ -23,24 +22,25 @@ def versions(tracker, name: str) -> list[tuple]:
             for v in sorted(found, key=lambda v: int(v.version))]
 
 
-def history(tracker, dataset: str, families: list[str]) -> str:
+def history(store, dataset: str, families: list[str]) -> str:
     lines = []
     for family in families:
-        name = registered_name(dataset, family)
-        registered = versions(tracker, name)
+        name = FAMILIES[family].registered_model(dataset)
+        registered = versions(store, name)
         lines.append(f"{name}: {len(registered)} version(s)")
         lines.append(f"  {'version':>7}  {'registered':16}  {'test acc':>8}  {'by':8}  aliases")
         for v, aliases in registered:
-            accuracy = v.tags.get("test_accuracy")
+            accuracy = v.tags.get(names.VERSION_TEST_ACCURACY)
             accuracy = f"{100 * float(accuracy):.2f}%" if accuracy else "-"
+            by = v.tags.get(names.VERSION_REGISTERED_BY, "-")
             lines.append(f"  {v.version:>7}  {_date(v.creation_timestamp):16}  {accuracy:>8}  "
-                         f"{v.tags.get('registered_by', '-'):8}  {', '.join(aliases) or '-'}")
-    runs = tracker.call("list retune runs", tracker.client.search_runs,
-                         [tracker.experiment_id], filter_string="tags.role = 'retune'",
-                         order_by=["attributes.start_time ASC"]) or []
+                         f"{by:8}  {', '.join(aliases) or '-'}")
+    runs = store.find_runs(names.tag_is(names.ROLE, names.ROLE_RETUNE),
+                           order_by=["attributes.start_time ASC"])
     lines.append(f"retune runs: {len(runs)}")
     for run in runs:
-        summary = run.data.tags.get("summary") or f"({run.info.status.lower()}, no decision)"
+        summary = (run.data.tags.get(names.RETUNE_SUMMARY)
+                   or f"({run.info.status.lower()}, no decision)")
         lines.append(f"  {_date(run.info.start_time)}  {summary}")
     return "\n".join(lines)
 
@@ -49,7 +49,7 @@ def _date(millis: int | None) -> str:
     return datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M") if millis else "-"
 
 
-def plot_history(tracker, dataset: str, families: list[str], path: Path) -> Path:
+def plot_history(store, dataset: str, families: list[str], path: Path) -> Path:
     """Test accuracy of every registered version over time; the champion as a star."""
     import matplotlib
 
@@ -58,10 +58,11 @@ def plot_history(tracker, dataset: str, families: list[str], path: Path) -> Path
 
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     for family in families:
-        name = registered_name(dataset, family)
+        name = FAMILIES[family].registered_model(dataset)
+        accuracy = names.VERSION_TEST_ACCURACY
         points = [(datetime.fromtimestamp(v.creation_timestamp / 1000),
-                   100 * float(v.tags["test_accuracy"]), v.version, aliases)
-                  for v, aliases in versions(tracker, name) if v.tags.get("test_accuracy")]
+                   100 * float(v.tags[accuracy]), v.version, aliases)
+                  for v, aliases in versions(store, name) if v.tags.get(accuracy)]
         if not points:
             continue
         dates, accuracies, _, _ = zip(*points, strict=True)
@@ -69,7 +70,7 @@ def plot_history(tracker, dataset: str, families: list[str], path: Path) -> Path
         for date, accuracy, version, aliases in points:
             ax.annotate(f"v{version}", (date, accuracy), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
-            if "champion" in aliases:
+            if names.CHAMPION in aliases:
                 ax.scatter([date], [accuracy], marker="*", s=300, color=line.get_color(),
                            edgecolor="black", zorder=3)
     ax.set_xlabel("registered at")

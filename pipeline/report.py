@@ -12,11 +12,11 @@ import pandas as pd
 
 from pipeline import figures
 from pipeline.data import store
+from pipeline.families import FAMILY_NAMES as FAMILIES
 from pipeline.stats import format_p
 from pipeline.trials import FAMILY_LABELS, completed, lessons, read_table
 
 log = logging.getLogger(__name__)
-FAMILIES = ("cnn", "fc")
 TOP_TRIALS = 5
 MIN_TRIALS_FOR_IMPORTANCE = 4
 

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import registry
 from pipeline.config import Params
-from pipeline.data import store
+from pipeline.data import store as files
 from pipeline.errors import UserError
+from pipeline.families import FAMILIES, SPACE_DIR
 from pipeline.lock import RunLock
 from pipeline.stats import format_p, mcnemar_exact
-from pipeline.tracking import Tracker, TrackingUnavailable, resolve_tracking_uri
+from pipeline.tracking import names, registry
+from pipeline.tracking.store import TrackingStore
 
 log = logging.getLogger(__name__)
 CURRENT = "current"  # the workdir's scratch folder of the running retune
@@ -42,7 +43,7 @@ class RetuneFailed(UserError):
 
 
 def run_retune(params: Params, params_path: Path, data_dir: Path,
-               space_dir: Path = Path("search_spaces")) -> dict:
+               space_dir: Path = SPACE_DIR) -> dict:
     r = params.retune
     workdir = Path(r.workdir)
     with RunLock(Path(r.lock_file)):
@@ -51,47 +52,46 @@ def run_retune(params: Params, params_path: Path, data_dir: Path,
         shutil.rmtree(scratch, ignore_errors=True)  # a killed retune's leftovers
         _bring_data_up_to_date(params_path, data_dir)
         retune_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-        uri = resolve_tracking_uri(params.tune.tracking_uri)
-        tracker = Tracker(uri, params.tune.experiment)
-        if tracker.experiment_id is None:
-            raise TrackingUnavailable(f"MLflow store {uri}: unreachable; the champion lives there, "
-                               "so nothing was retuned")
-        closed = close_killed_retunes(tracker)
+        store = TrackingStore.from_params(params.tracking)
+        if store is None:
+            raise RetuneFailed("tracking is off (tracking.uri: off): the champion lives in "
+                               "MLflow, so nothing was retuned")
+        closed = close_killed_retunes(store)
         if closed:
             log.info("closed %d run(s) a killed retune left RUNNING", closed)
-        run_id = tracker.client.create_run(
-            tracker.experiment_id, run_name=f"retune-{retune_id}",
-            tags={"role": "retune", "retune_id": retune_id}).info.run_id
-        tracker.log_params(run_id, {f"retune.{k}": v for k, v in r.model_dump().items()})
-        meta = store.load_meta(data_dir)
-        x_test, y_test = (np.asarray(a) for a in store.load_split(data_dir, "test"))
+        run_id = store.create_run(names.retune_run(retune_id),
+                                  {names.ROLE: names.ROLE_RETUNE, names.RETUNE_ID: retune_id})
+        store.log_params(run_id, {f"retune.{k}": v for k, v in r.model_dump().items()})
+        meta = files.load_meta(data_dir)
+        x_test, y_test = (np.asarray(a) for a in files.load_split(data_dir, "test"))
         outcomes = {}
         try:
             for family in r.families:
-                outcomes[family] = _retune_family(params, family, space_dir / f"{family}.yaml",
-                                                  data_dir, scratch / family, meta, x_test,
-                                                  y_test, tracker, run_id, retune_id)
+                outcomes[family] = _retune_family(params, family,
+                                                  FAMILIES[family].space_file(space_dir), data_dir,
+                                                  scratch / family, meta, x_test, y_test,
+                                                  store, run_id, retune_id)
         except BaseException:
-            tracker.end_run(run_id, "FAILED")
+            store.end_run(run_id, "FAILED")
             raise
         summary = summarize(retune_id, outcomes, r.margin, r.alpha,
                             (time.monotonic() - started) / 60)
-        tracker.set_tags(run_id, {"summary": summary,
-                                  **{f"{f}_decision": o["decision"] for f, o in
-                                     outcomes.items()}})
-        tracker.end_run(run_id, "FINISHED")
+        store.set_tags(run_id, {names.RETUNE_SUMMARY: summary,
+                                **{names.family_decision_tag(f): o["decision"]
+                                   for f, o in outcomes.items()}})
+        store.end_run(run_id, "FINISHED")
     print(summary, flush=True)
     return {"retune_id": retune_id, "run_id": run_id, "families": outcomes, "summary": summary}
 
 
 def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, y_test,
-                   tracker, run_id, retune_id) -> dict:
+                   store, run_id, retune_id) -> dict:
     from pipeline.evaluate import load_model
-    from pipeline.tune import run_tune
+    from pipeline.tune import TuneFolders, run_tune
 
     r = params.retune
-    name = registry.registered_name(meta["dataset"], family)
-    current = registry.champion(tracker.client, name)
+    name = FAMILIES[family].registered_model(meta["dataset"])
+    current = registry.champion(store, name)
     warm = [current.hyperparameters] if current and current.hyperparameters else None
     log.info("%s: champion %s; searching for a challenger (%d trials, %.1f min at most)",
              family, f"version {current.version}" if current else "none yet", r.max_trials,
@@ -104,8 +104,8 @@ def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, 
         "max_trials": r.max_trials, "budget_minutes": r.budget_minutes, **final,
         "per_family": {}})
     best = run_tune(params.model_copy(update={"tune": tune}), family, space_file, data_dir,
-                    scratch / "tuning", scratch / "models", scratch / "results",
-                    first_values=warm, run_tags={"retune_id": retune_id})
+                    TuneFolders(scratch / "tuning", scratch / "models", scratch / "results"),
+                    first_values=warm, run_tags={names.RETUNE_ID: retune_id})
     challenger = registry.inference_model(load_model(scratch / "models" / family /
                                                      "best.keras"))
     challenger_right = _predict(challenger, x_test) == y_test
@@ -115,7 +115,7 @@ def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, 
     if current is None:
         decision = "created"
     else:
-        champion_right = _predict(registry.load_version(tracker, current.uri), x_test) == y_test
+        champion_right = _predict(registry.load_version(store, current.uri), x_test) == y_test
         verdict = mcnemar_exact(challenger_right, champion_right)
         outcome.update(champion_accuracy=float(champion_right.mean()),
                        p_value=float(verdict["p_value"]))
@@ -125,26 +125,25 @@ def _retune_family(params, family, space_file, data_dir, scratch, meta, x_test, 
     outcome["decision"] = decision
     if decision != "kept":
         version = registry.register(
-            tracker, challenger, name, run_id, f"{family}-model",
-            {"test_accuracy": round(outcome["challenger_accuracy"], 4),
-             "registered_by": "retune", "retune_id": retune_id,
-             "hyperparameters": json.dumps(best["hyperparameters"])})
-        registry.promote(tracker.client, name, version)
+            store, challenger, name, run_id, family,
+            {names.VERSION_TEST_ACCURACY: round(outcome["challenger_accuracy"], 4),
+             names.VERSION_REGISTERED_BY: "retune", names.RETUNE_ID: retune_id,
+             names.VERSION_HYPERPARAMETERS: json.dumps(best["hyperparameters"])})
+        registry.promote(store, name, version)
         outcome["new_version"] = version
-    tracker.log_metrics(run_id, {f"{family}_{k}": v for k, v in outcome.items()
+    store.log_metrics(run_id, {f"{family}_{k}": v for k, v in outcome.items()
                                  if isinstance(v, float)})
     log.info("%s: %s", family, _describe(family, outcome, r.margin, r.alpha))
     return outcome
 
 
-def close_killed_retunes(tracker: Tracker) -> int:
+def close_killed_retunes(store: TrackingStore) -> int:
     """Runs a retune left RUNNING can only belong to a dead process once we hold the lock:
     the retune run, its searches and their trials."""
-    searches = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string="tags.retune_id LIKE '%' and attributes.status = 'RUNNING'")
-    trials = sum(tracker.close_dangling_children(run.info.run_id) for run in searches)
-    return trials + tracker.close_running("tags.retune_id LIKE '%'")
+    of_retunes = names.tag_set(names.RETUNE_ID)
+    searches = store.find_runs(f"{of_retunes} and {names.RUNNING}")
+    trials = sum(store.close_dangling_children(run.info.run_id) for run in searches)
+    return trials + store.close_running(of_retunes)
 
 
 def summarize(retune_id: str, outcomes: dict, margin: float, alpha: float,

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import DataError
+from pipeline.families import FAMILIES
 
-FAMILY_LABELS = {"cnn": "CNN", "fc": "Fully connected"}
+FAMILY_LABELS = {name: family.label for name, family in FAMILIES.items()}
 LESSONS = ["optimizer", "learning_rate", "schedule", "batch_norm", "activation", "depth",
            "dropout", "augmentation"]
 

@@ -1,9 +1,16 @@
-"""The tune stage of one family: search, then retrain the best configuration and save it.
+"""The tune stage of one family, in named steps (each logs an ``[i/n]`` line):
 
-Outputs: tuning/<family>/ (KerasTuner's project, so an interrupted search resumes),
-models/<family>/best.keras, results/<family>/best_hparams.json and trials.csv; in MLflow a
-parent run for the search with a child run per trial; the final training's curves and scores
-are final_* metrics of the parent run.
+  [1/6] load        the prepared splits, the search subset, the search space
+  [2/6] record      the MLflow parent run of the search (found again by a content key, so an
+                    interrupted search resumes its run as KerasTuner resumes its project)
+  [3/6] search      KerasTuner under the trial cap and wall-clock budget (``pipeline.search``)
+  [4/6] tabulate    results/<family>/trials.csv and trial_history.csv; the best trial
+  [5/6] final       the best configuration trained afresh on the whole training split under
+                    the budget rule; its curves are final_* metrics of the parent run
+  [6/6] save        models/<family>/best.keras, results/<family>/best_hparams.json and
+                    history.csv, and the same files as artifacts of the parent run
+
+A worker of a distributed search runs steps 1-3 only: the chief does the rest.
 """
 
 from __future__ import annotations
@@ -18,16 +25,18 @@ import math
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import Params
+from pipeline.config import Params, TuneParams
 from pipeline.data import store
 from pipeline.data.split import per_class_subset
 from pipeline.errors import UserError
-from pipeline.spaces import load_space
-from pipeline.tracking import Tracker, resolve_tracking_uri
+from pipeline.spaces import SearchSpace, load_space
+from pipeline.tracking import names
+from pipeline.tracking.search_runs import SearchRuns
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ["trial_id", "status", "score", "epochs_run", "best_epoch", "seconds",
@@ -41,87 +50,184 @@ class SearchFailed(UserError):
     exit_code = 1
 
 
-def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuning_dir: Path,
-             models_dir: Path, results_dir: Path, first_values: list[dict] | None = None,
-             run_tags: dict | None = None, role=None, wait_s: float = 300,
-             grace_s: float = 120) -> dict:
-    """``first_values``: configurations to try first (default: the space's defaults).
+@dataclass(frozen=True)
+class TuneFolders:
+    tuning: Path  # KerasTuner projects, one per search key (resume)
+    models: Path  # <family>/best.keras
+    results: Path  # <family>/best_hparams.json, trials.csv, trial_history.csv, history.csv
+
+
+@dataclass
+class SearchData:
+    """What step 1 loads: the splits (uint8), the search subset's indices, the space."""
+
+    meta: dict  # meta.json of the prepared data: classes, sizes, normalisation statistics
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    search_idx: np.ndarray  # the training images the search trains on
+    space: SearchSpace
+
+    @property
+    def data_hash(self) -> str:
+        return self.meta["outputs"]["train_images.npy"]["sha256"][:12]
+
+
+class Steps:
+    """``[i/n]`` progress lines of one stage."""
+
+    def __init__(self, total: int, prefix: str):
+        self.total, self.prefix, self.done = total, prefix, 0
+
+    def __call__(self, message: str, *args) -> None:
+        self.done += 1
+        log.info(f"[%d/%d] %s: {message}", self.done, self.total, self.prefix, *args)
+
+
+def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
+             folders: TuneFolders, first_values: list[dict] | None = None,
+             run_tags: dict | None = None, role=None) -> dict:
+    """Search ``family`` and save its best configuration, trained; returns best_hparams.json's
+    content. ``first_values``: configurations to try first (default: the space's defaults).
     ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
-    ``role``: a ``pipeline.distributed.Role``; a worker only runs trials the chief hands out
-    (it waits up to ``wait_s`` for the chief), the chief serves them and does the rest, and
-    gives up on workers ``grace_s`` after its budget."""
-    import keras
+    ``role``: a ``pipeline.distributed.Role``; a worker only runs the trials the chief hands
+    out, the chief serves them and does the rest."""
+    from pipeline import distributed
 
-    from pipeline import devices, distributed
-    from pipeline.training import early_stopping
-    from pipeline.tuning import (
-        SUMMARY_FILE,
-        FamilyHyperModel,
-        known_hyperparameters,
-        make_tuner,
-    )
-
-    t = params.tune.for_family(family)
     role = role or distributed.Role("standalone")
-    distributed.configure(role, rpc_timeout_s=max(wait_s, 60))
-    if role.kind == "worker":
-        distributed.wait_for_chief(role, wait_s)
+    is_worker = role.kind == "worker"
+    t = params.tune.for_family(family)
+    step = Steps(3 if is_worker else 6, family)
+
+    step("loading the prepared data and the search space")
+    distributed.configure(role, rpc_timeout_s=max(role.wait_s, 60))
+    if is_worker:
+        distributed.wait_for_chief(role, role.wait_s)
+    data = load_search_data(t, family, space_file, data_dir)
+    precision, parallel = configure_devices(t)
+
+    search_key = _search_key(family, space_file, t, data.data_hash, params.augmentation,
+                             run_tags)
+    step("opening the search's MLflow run (key %s)", search_key)
+    runs = SearchRuns.open(params.tracking)
+    if is_worker:
+        runs.join(search_key, role.wait_s)
+    else:
+        runs.start(search_key, names.search_run(family),
+                   tags=_search_tags(family, t, space_file, data, role, parallel, run_tags),
+                   params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
+                           "family": family, "space": data.space.summary(),
+                           "train_images": len(data.search_idx),
+                           "val_images": len(data.y_val), "precision": precision})
+
+    step("searching with %s: %d training images, %d validation, at most %d trials in "
+         "%.1f min", t.tuner, len(data.search_idx), len(data.y_val), t.max_trials,
+         t.budget_minutes)
+    started = time.monotonic()
+    hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
+                                     f"{family}-{search_key}", started, runs, role,
+                                     first_values, parallel)
+    search(tuner, t, data, runs, role, family)
+    if is_worker:
+        log.info("%s: the chief has no more trials; done", role.tuner_id)
+        return {"family": family, "role": role.tuner_id, "mlflow_parent_run": runs.parent}
+
+    step("tabulating the trials")
+    best_trial = tabulate_trials(tuner, family, folders.results, runs, started)
+
+    step("training the best configuration (trial %s) on all %d training images",
+         best_trial.trial_id, len(data.y_train))
+    strategy = parallel.get("distribution_strategy")
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model, final, history = train_final(hypermodel, best_trial.hyperparameters, data, t,
+                                            runs, family)
+
+    step("saving the model and results")
+    best = {"family": family, "trial_id": best_trial.trial_id,
+            "search_score": best_trial.score,
+            "hyperparameters": {k: _plain(v) for k, v in
+                                hypermodel.config(best_trial.hyperparameters).items()},
+            "final": final, "mlflow_parent_run": runs.parent}
+    save_outputs(model, best, history, folders, runs)
+    runs.finish("FINISHED")
+    return best
+
+
+def load_search_data(t: TuneParams, family: str, space_file: Path,
+                     data_dir: Path) -> SearchData:
+    from pipeline.search.hypermodel import known_hyperparameters
+
     space = load_space(space_file, family=family, known=known_hyperparameters(family))
-    meta = store.load_meta(data_dir)
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
     x_val, y_val = (np.asarray(a) for a in store.load_split(data_dir, "val"))
     subset = None if t.profile == "gpu" else t.search_train_per_class
-    search_idx = per_class_subset(y_train, subset, t.seed)
+    return SearchData(store.load_meta(data_dir), x_train, y_train, x_val, y_val,
+                      per_class_subset(y_train, subset, t.seed), space)
+
+
+def configure_devices(t: TuneParams) -> tuple[str, dict]:
+    """The global seed, the precision policy of the profile and data parallelism (the tuner's
+    keyword arguments); returns the precision policy's name too."""
+    import keras
+
+    from pipeline import devices
+
     keras.utils.set_random_seed(t.seed)
-    parallel = devices.data_parallel(t.data_parallel)
     if t.profile == "gpu":
         # float16 compute with a loss scale (Keras adds it when compiling under this policy)
         keras.mixed_precision.set_global_policy("mixed_float16")
+    return keras.mixed_precision.global_policy().name, devices.data_parallel(t.data_parallel)
 
-    data_hash = meta["outputs"]["train_images.npy"]["sha256"][:12]
-    search_key = _search_key(family, space_file, t, data_hash, params.augmentation, run_tags)
-    project = f"{family}-{search_key}"
-    tracker = Tracker(resolve_tracking_uri(t.tracking_uri), t.experiment)
-    if role.kind == "worker":
-        parent = tracker.wait_for_search(search_key, wait_s)
-    else:
-        parent = tracker.start_search(
-            search_key, f"{family}-search",
-            tags={"family": family, "tuner": t.tuner, "space_file": str(space_file),
-                  "git_commit": _git_commit(), "data_sha256": data_hash,
-                  "dataset": meta["dataset"], "role": "search", "distributed": role.kind,
-                  "keras_backend": keras.backend.backend(),
-                  "data_parallel": str(bool(parallel) or
-                                       keras.distribution.distribution() is not None),
-                  **(run_tags or {})},
-            params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
-                    "family": family, "space": space.summary(),
-                    "train_images": len(search_idx), "val_images": len(y_val)},
-        )
-    started = time.monotonic()
-    hypermodel = FamilyHyperModel(family, space, meta, params.augmentation,
-                                  n_train=len(search_idx), seed=t.seed,
-                                  seconds_per_epoch=search_epoch_cap(t, len(search_idx),
-                                                                     len(y_train)))
-    tuner = make_tuner(
-        t.tuner, hypermodel, directory=tuning_dir, project_name=project,
-        max_trials=t.max_trials, max_epochs=t.max_epochs, hyperband_factor=t.hyperband_factor,
-        seed=t.seed, max_consecutive_failures=t.max_consecutive_failures,
-        deadline=started + 60 * t.budget_minutes, first_values=first_values, tracker=tracker,
-        parent_run=parent, fixed_tags={"family": family, "tuner_id": role.tuner_id},
-        role=role, serve_until=started + 60 * t.budget_minutes + grace_s,
-        tuner_kwargs=parallel,
-    )
-    log.info("searching %s with %s: %d training images, %d validation, budget %.1f min",
-             family, t.tuner, len(search_idx), len(y_val), t.budget_minutes)
+
+def _search_tags(family: str, t: TuneParams, space_file: Path, data: SearchData, role,
+                 parallel: dict, run_tags: dict | None) -> dict:
+    import keras
+
+    distributed_over_devices = bool(parallel) or keras.distribution.distribution() is not None
+    return {names.FAMILY: family, "tuner": t.tuner, "space_file": str(space_file),
+            "git_commit": _git_commit(), "data_sha256": data.data_hash,
+            "dataset": data.meta["dataset"], names.ROLE: names.ROLE_SEARCH,
+            "distributed": role.kind, "keras_backend": keras.backend.backend(),
+            "data_parallel": str(distributed_over_devices), **(run_tags or {})}
+
+
+def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
+                 project: str, started: float, runs: SearchRuns, role, first_values,
+                 parallel: dict):
+    """The family's hypermodel and a tuner over it (resumed if its project exists)."""
+    from pipeline.search.hypermodel import FamilyHyperModel
+    from pipeline.search.tuners import make_tuner
+
+    hypermodel = FamilyHyperModel(
+        family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
+        seconds_per_epoch=search_epoch_cap(t, len(data.search_idx), len(data.y_train)))
+    deadline = started + 60 * t.budget_minutes
+    tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
+                       deadline=deadline, runs=runs,
+                       run_tags={names.FAMILY: family, names.TUNER_ID: role.tuner_id},
+                       first_values=first_values, role=role,
+                       serve_until=deadline + role.grace_s, tuner_kwargs=parallel)
+    return hypermodel, tuner
+
+
+def search(tuner, t: TuneParams, data: SearchData, runs: SearchRuns, role, family: str):
+    """KerasTuner's search; its "too many failed trials" and a lost chief as one-line errors."""
+    import keras_tuner as kt
+
+    from pipeline import distributed
+    from pipeline.training import early_stopping
+
     verbose = 1 if sys.stdout.isatty() else 2
     try:
-        tuner.search(x_train[search_idx], y_train[search_idx], validation_data=(x_val, y_val),
-                     epochs=t.max_epochs, callbacks=[early_stopping(t.patience)],
-                     verbose=verbose)
-    except RuntimeError as exc:  # KerasTuner: too many consecutive failed trials
+        tuner.search(data.x_train[data.search_idx], data.y_train[data.search_idx],
+                     validation_data=(data.x_val, data.y_val), epochs=t.max_epochs,
+                     callbacks=[early_stopping(t.patience)], verbose=verbose)
+    except RuntimeError as exc:
+        if not _too_many_failures(exc, kt):
+            raise
         if role.kind != "worker":
-            tracker.end_search(parent, "FAILED")
+            runs.finish("FAILED")
         first_line = str(exc).strip().splitlines()[0]
         raise SearchFailed(f"{family} search stopped: {first_line} (see trials.csv and MLflow "
                            "for each trial's error)") from None
@@ -131,15 +237,25 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
                 f"{role.tuner_id}: lost the chief at {role.address} "
                 f"({type(exc).__name__}); the search goes on without this worker") from None
         raise
-    if role.kind == "worker":
-        log.info("%s: the chief has no more trials; done", role.tuner_id)
-        return {"family": family, "role": role.tuner_id, "mlflow_parent_run": parent}
+
+
+def _too_many_failures(exc: RuntimeError, kt) -> bool:
+    """KerasTuner raises a plain RuntimeError when too many trials failed in a row; anything
+    else that is a RuntimeError is a bug, and keeps its traceback."""
+    return "consecutive failures" in str(exc) or isinstance(exc, kt.errors.FatalError)
+
+
+def tabulate_trials(tuner, family: str, results_dir: Path, runs: SearchRuns, started: float):
+    """trials.csv and trial_history.csv; the best completed trial (a one-line error when there
+    is none, or when trials are still out on workers that stopped reporting)."""
+    from pipeline import distributed
+    from pipeline.search.tuners import SUMMARY_FILE
 
     rows, histories = _trial_rows(tuner, SUMMARY_FILE)
     _write_csv(results_dir / family / "trials.csv", rows)
     _write_csv(results_dir / family / "trial_history.csv", histories)
     if tuner.orphaned:
-        tracker.end_search(parent, "KILLED")
+        runs.finish("KILLED")
         out = ", ".join(f"trial {trial} on {worker}" for worker, trial in
                         sorted(tuner.orphaned.items()))
         raise distributed.SearchIncomplete(
@@ -148,43 +264,17 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path, tuni
             "to finish them; completed trials are kept")
     completed = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not completed:
-        tracker.end_search(parent, "FAILED")
+        runs.finish("FAILED")
         raise SearchFailed(f"{family} search: all {len(rows)} trials failed; first error: "
                            f"{rows[0]['error'] if rows else 'no trial ran'}")
     best_trial = tuner.oracle.get_best_trials(1)[0]
-    best_hp = best_trial.hyperparameters
-    best_config = hypermodel.config(best_hp)
-    tracker.log_metrics(parent, {"best_val_accuracy": best_trial.score,
-                                 "trials_completed": len(completed),
-                                 "trials_failed": len(rows) - len(completed),
-                                 "search_seconds": time.monotonic() - started})
+    runs.log_metrics(runs.parent, {"best_val_accuracy": best_trial.score,
+                                   "trials_completed": len(completed),
+                                   "trials_failed": len(rows) - len(completed),
+                                   "search_seconds": time.monotonic() - started})
     log.info("%s search: %d trials (%d failed), best val_accuracy %.4f (trial %s)", family,
              len(rows), len(rows) - len(completed), best_trial.score, best_trial.trial_id)
-
-    strategy = parallel.get("distribution_strategy")
-    with strategy.scope() if strategy else contextlib.nullcontext():
-        model, final, history = _retrain_best(hypermodel, best_hp, x_train, y_train, x_val,
-                                              y_val, t, verbose, tracker, parent, family)
-    _write_csv(results_dir / family / "history.csv", history)
-    tracker.log_params(parent, {f"best.{k}": _plain(v) for k, v in best_config.items()})
-    model_path = models_dir / family / "best.keras"
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = model_path.with_name(".best.tmp.keras")
-    model.save(tmp)
-    tmp.replace(model_path)
-    best = {"family": family, "trial_id": best_trial.trial_id, "search_score": best_trial.score,
-            "hyperparameters": {k: _plain(v) for k, v in best_config.items()},
-            "final": final, "mlflow_parent_run": parent}
-    best_path = results_dir / family / "best_hparams.json"
-    store.atomic_write_bytes(best_path, (json.dumps(best, indent=2) + "\n").encode())
-    tracker.log_artifact(parent, model_path, "model")
-    for name in ("trials.csv", "trial_history.csv", "history.csv"):
-        tracker.log_artifact(parent, results_dir / family / name)
-    tracker.log_artifact(parent, best_path)
-    tracker.end_search(parent, "FINISHED")
-    if tracker.failures:
-        log.warning("MLflow: %d logging call(s) failed; see the warnings above", tracker.failures)
-    return best
+    return best_trial
 
 
 def search_epoch_cap(t, n_search: int, n_train: int) -> float:
@@ -195,13 +285,14 @@ def search_epoch_cap(t, n_search: int, n_train: int) -> float:
     return 60 * t.final_budget_minutes / t.final_epochs * n_search / n_train
 
 
-def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbose, tracker,
-                  parent, family):
+def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: SearchRuns,
+                family: str):
     """Train the best configuration afresh on the whole training split, selected on val, for
     ``final_epochs`` or ``final_budget_minutes`` of training, whichever ends first (the budget
     rule both families share); its schedule ends exactly there.
 
     Logged on the search's parent run as final_* metrics, so its child runs are the trials.
+    Returns the model, the final scores and its per-epoch curves.
     """
     import keras
 
@@ -209,23 +300,24 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbos
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
-    hypermodel.n_train, hypermodel.seed = len(y_train), t.seed
+    hypermodel.n_train, hypermodel.seed = len(data.y_train), t.seed
     model = hypermodel.build(best_hp)
     guard = NaNGuard()
 
     class _Log(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            tracker.log_metrics(parent, {f"final_{k}": float(v) for k, v in (logs or {}).items()},
-                                epoch)
+            runs.log_metrics(runs.parent,
+                             {f"final_{k}": float(v) for k, v in (logs or {}).items()}, epoch)
 
     log.info("final training of the best %s configuration: %d epochs or %.1f min of training, "
              "whichever ends first", family, t.final_epochs, t.final_budget_minutes)
     started = time.monotonic()
-    history = hypermodel.fit(best_hp, model, x_train, y_train, validation_data=(x_val, y_val),
-                             epochs=t.final_epochs, seconds=60 * t.final_budget_minutes,
-                             verbose=verbose,
+    history = hypermodel.fit(best_hp, model, data.x_train, data.y_train,
+                             validation_data=(data.x_val, data.y_val), epochs=t.final_epochs,
+                             seconds=60 * t.final_budget_minutes,
+                             verbose=1 if sys.stdout.isatty() else 2,
                              callbacks=[early_stopping(t.patience + 2), guard, _Log()])
-    val_loss, val_accuracy = model.evaluate(x_val, y_val, batch_size=512, verbose=0)
+    val_loss, val_accuracy = model.evaluate(data.x_val, data.y_val, batch_size=512, verbose=0)
     schedule = hypermodel.last_schedule.summary()
     final = {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
              "epochs_run": len(history.history.get("loss", [])),
@@ -236,15 +328,35 @@ def _retrain_best(hypermodel, best_hp, x_train, y_train, x_val, y_val, t, verbos
              "epochs_wanted": t.final_epochs, "budget_minutes": t.final_budget_minutes,
              "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights))}
     if guard.bad_batch is not None or not math.isfinite(final["val_loss"]):
+        runs.finish("FAILED")
         raise SearchFailed(f"{family}: the final training of the best configuration diverged")
-    tracker.log_metrics(parent, {f"final_{k}": v for k, v in final.items()
-                                 if isinstance(v, (int, float))}, final["epochs_run"])
+    runs.log_metrics(runs.parent, {f"final_{k}": v for k, v in final.items()
+                                   if isinstance(v, (int, float))}, final["epochs_run"])
     log.info("final %s model: val_accuracy %.4f after %d epochs (%.0f s, ended by %s)", family,
              final["val_accuracy"], final["epochs_run"], final["seconds"], final["ended_by"])
     curves = history.history
     per_epoch = [{"epoch": i + 1, **{k: float(v[i]) for k, v in curves.items() if i < len(v)}}
                  for i in range(final["epochs_run"])]
     return model, final, per_epoch
+
+
+def save_outputs(model, best: dict, history: list[dict], folders: TuneFolders,
+                 runs: SearchRuns) -> None:
+    """Each file appears whole or not at all; the same files go to the parent run."""
+    family = best["family"]
+    results = folders.results / family
+    _write_csv(results / "history.csv", history)
+    runs.log_params(runs.parent, {f"best.{k}": v for k, v in best["hyperparameters"].items()})
+    model_path = folders.models / family / "best.keras"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model_path.with_name(".best.tmp.keras")
+    model.save(tmp)
+    tmp.replace(model_path)
+    best_path = results / "best_hparams.json"
+    store.atomic_write_bytes(best_path, (json.dumps(best, indent=2) + "\n").encode())
+    runs.log_artifact(runs.parent, model_path, "model")
+    for name in ("trials.csv", "trial_history.csv", "history.csv", "best_hparams.json"):
+        runs.log_artifact(runs.parent, results / name)
 
 
 def _trial_rows(tuner, summary_file: str) -> tuple[list[dict], list[dict]]:
@@ -279,8 +391,7 @@ def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
                 run_tags: dict | None = None) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
     # the final budget stays in: it sets every trial's time cap (search_epoch_cap)
-    settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "tracking_uri",
-                                        "per_family"})
+    settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "per_family"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump(), run_tags or {}], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -86,14 +86,14 @@ def test_evaluate_without_models_exit_2(tmp_path, tiny_prepared):
 
 
 def test_ui_serves_the_project_store_on_loopback(tmp_path):
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.store import TrackingStore
     from tests.conftest import free_port, get_json, running_server
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
-    Tracker(uri, "ui-check", tmp_path / "mlruns" / "artifacts")
+    TrackingStore(uri, "ui-check", tmp_path / "mlruns" / "artifacts")
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
-                          tune={"tracking_uri": uri})
+                          tracking={"uri": uri, "experiment": "ui-check"})
     port = free_port()
     command = [sys.executable, "-m", "pipeline", "ui", "--params", str(params),
                "--port", str(port)]

@@ -107,3 +107,19 @@ def test_per_family_overrides(tmp_path, tiny_cifar10):
                         tune={"per_family": {"mlp": {"budget_minutes": 2}}})
     with pytest.raises(ConfigError, match="tune.per_family.mlp"):
         load_params(path)
+
+
+def test_a_moved_key_says_where_it_went(tmp_path, tiny_cifar10):
+    message = _error(tmp_path, prepare={"source": str(tiny_cifar10)},
+                     tune={"tracking_uri": "sqlite:///x.db"})
+    assert "tune.tracking_uri: moved: set tracking.uri instead" in message
+
+
+def test_the_family_list_comes_from_the_family_records(tmp_path, tiny_cifar10):
+    from pipeline.families import FAMILY_NAMES
+
+    assert load_params(write_params(tmp_path / "p.yaml", prepare={"source": str(tiny_cifar10)})
+                       ).retune.families == list(FAMILY_NAMES)
+    message = _error(tmp_path, prepare={"source": str(tiny_cifar10)},
+                     retune={"families": ["cnn", "rnn"]})
+    assert "retune.families" in message and "'rnn'" in message

@@ -20,9 +20,8 @@ def _setup(tmp_path: Path, tiny_prepared: Path, **tune) -> tuple[Path, list[str]
     (tmp_path / "fc.yaml").write_text(TINY_FC_SPACE)
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_prepared)},
                           tune={"tuner": "random", "search_train_per_class": None,
-                                "final_epochs": 1, "per_family": {},
-                                "tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db",
-                                **tune})
+                                "final_epochs": 1, "per_family": {}, **tune},
+                          tracking={"uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db"})
     base = [sys.executable, "-m", "pipeline", "tune", "--params", str(params), "--family", "fc",
             "--space", str(tmp_path / "fc.yaml"), "--data", str(tiny_prepared),
             "--tuning-dir", str(tmp_path / "tuning"), "--models", str(tmp_path / "models"),

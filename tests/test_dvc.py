@@ -77,8 +77,7 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
         {"source": str(real_cifar10), "train_per_class": 200, "val_fraction": 0.02,
          "test_per_class": 10, "preview_images": 2, "preview_samples": 1},
         {"tuner": "random", "max_trials": 3, "max_epochs": 2, "budget_minutes": 5,
-         "search_train_per_class": None, "final_epochs": 1, "tracking_uri": None,
-         "per_family": {}},
+         "search_train_per_class": None, "final_epochs": 1, "per_family": {}},
         {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate", "report", "publish"):

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.augment import build_augmentation
 from pipeline.config import AugmentationParams
-from pipeline.models import FAMILIES
+from pipeline.families import FAMILIES
 from pipeline.training import RECIPE_DEFAULTS, make_optimizer
 
 STATS = {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
@@ -38,7 +38,7 @@ def test_empty_policy_is_identity():
      "dropout": 0.2, "head": "global_avg", "filter_growth": 1.5},
 ])
 def test_cnn_builds_and_predicts(overrides):
-    build, defaults = FAMILIES["cnn"]
+    build, defaults = FAMILIES["cnn"].builder, FAMILIES["cnn"].defaults
     model = build({**defaults, **overrides}, 10, STATS, AugmentationParams())
     out = model.predict(np.zeros((2, 32, 32, 3), "uint8"), verbose=0)
     assert out.shape == (2, 10)
@@ -48,13 +48,13 @@ def test_cnn_builds_and_predicts(overrides):
 
 
 def test_default_cnn_is_resnet9_sized():
-    build, defaults = FAMILIES["cnn"]
+    build, defaults = FAMILIES["cnn"].builder, FAMILIES["cnn"].defaults
     model = build(dict(defaults), 10, STATS, AugmentationParams())
     assert 300_000 < model.count_params() < 600_000
 
 
 def test_fc_has_no_convolution():
-    build, defaults = FAMILIES["fc"]
+    build, defaults = FAMILIES["fc"].builder, FAMILIES["fc"].defaults
     model = build({**defaults, "layers": 2, "units": 64}, 100, STATS, AugmentationParams())
     assert not any("conv" in layer.name for layer in model.layers)
     assert model.output_shape == (None, 100)
@@ -66,7 +66,7 @@ def test_every_optimizer_builds(optimizer):
 
 
 def test_default_cnn_is_the_resnet9_layout_and_all_blocks_add_the_middle_one():
-    build, defaults = FAMILIES["cnn"]
+    build, defaults = FAMILIES["cnn"].builder, FAMILIES["cnn"].defaults
     ends = build(dict(defaults), 10, STATS, AugmentationParams())
     every = build({**defaults, "block_stages": "all"}, 10, STATS, AugmentationParams())
     convs = lambda m: sum("conv" in layer.name for layer in m.layers)  # noqa: E731

@@ -19,7 +19,7 @@ from tests.conftest import TINY_FC_SPACE, write_params
 
 LOCKED = 75
 TINY_TUNE = {"tuner": "random", "max_epochs": 1, "search_train_per_class": None,
-             "tracking_uri": None, "per_family": {}}
+             "per_family": {}}
 TINY_RETUNE = {"families": ["fc"], "max_trials": 2, "budget_minutes": 2, "final_epochs": 1,
                "final_budget_minutes": 1}
 

@@ -4,9 +4,9 @@ import keras_tuner as kt
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.search.hypermodel import known_hyperparameters
 from pipeline.spaces import load_space
-from pipeline.tuning import known_hyperparameters
-from tests.conftest import REPO
+from tests.conftest import REPO, write_params
 
 
 def write(tmp_path, body: str):
@@ -82,6 +82,16 @@ def test_show_space_command(tmp_path):
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert "learning_rate" in result.stdout and "(log)" in result.stdout
+    # every value a trial uses is visible: the searched ones and the fixed defaults
+    searched, fixed = result.stdout.split("fixed for every trial")
+    assert "  warmup_fraction: 0.2" in fixed and "  aug_rotation: 0.0" in fixed
+    assert "learning_rate" not in fixed and "learning_rate" in searched
+    policy = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
+                          augmentation={"rotation": 5})
+    result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", "--params",
+                             str(policy), "search_spaces/fc.yaml"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "  aug_rotation: 5.0" in result.stdout.split("fixed")[1]
     bad = write(tmp_path, "  stages: {type: int, min: 3, max: 1}\n")
     result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)

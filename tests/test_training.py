@@ -130,7 +130,7 @@ def test_a_trial_seed_depends_on_the_search_seed_and_the_trial_only():
 
 
 def test_seed_zero_is_a_fixed_seed():
-    from pipeline.tuning import HyperbandOracle, RandomOracle
+    from pipeline.search.oracles import HyperbandOracle, RandomOracle
 
     def draws(oracle_class, **kwargs):
         oracle = oracle_class(objective=kt.Objective("val_accuracy", "max"), seed=0, **kwargs)

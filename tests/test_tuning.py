@@ -1,6 +1,7 @@
 """Searches on the real CIFAR-10 (tiny subsets): MLflow records, failures, budget, resume."""
 
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -13,7 +14,7 @@ import yaml
 
 from pipeline.config import load_params
 from pipeline.errors import UserError
-from pipeline.tracking import Tracker
+from pipeline.tracking.store import TrackingStore
 from tests.conftest import REAL_CIFAR10, REPO, TINY_CNN_SPACE, write_params
 
 FAILING_SPACE = """
@@ -32,28 +33,28 @@ hyperparameters:
 """
 
 
-def setup_search(tmp_path, space=TINY_CNN_SPACE, family="cnn", **tune):
-    tune = {"tuner": "random", "max_trials": 3, "max_epochs": 1, "final_epochs": 1,
-            "tracking_uri": f"sqlite:///{tmp_path}/mlruns/mlflow.db", **tune}
+def setup_search(tmp_path, space=TINY_CNN_SPACE, family="cnn",
+                 tracking_uri="sqlite:///{tmp}/mlruns/mlflow.db", **tune):
+    tune = {"tuner": "random", "max_trials": 3, "max_epochs": 1, "final_epochs": 1, **tune}
     params_file = write_params(tmp_path / "params.yaml", prepare={"source": str(REAL_CIFAR10)},
-                               tune=tune)
+                               tune=tune, tracking={"uri": tracking_uri.format(tmp=tmp_path)})
     space_file = tmp_path / f"{family}.yaml"
     space_file.write_text(space)
     return params_file, space_file
 
 
 def run_search(tmp_path, prepared, monkeypatch, family="cnn", space=TINY_CNN_SPACE, **tune):
-    from pipeline.tune import run_tune
+    from pipeline.tune import TuneFolders, run_tune
 
     monkeypatch.chdir(tmp_path)  # mlruns/artifacts is relative to the working folder
     params_file, space_file = setup_search(tmp_path, space, family, **tune)
-    return run_tune(load_params(params_file), family, space_file, prepared, tmp_path / "tuning",
-                    tmp_path / "models", tmp_path / "results")
+    folders = TuneFolders(tmp_path / "tuning", tmp_path / "models", tmp_path / "results")
+    return run_tune(load_params(params_file), family, space_file, prepared, folders)
 
 
 def runs(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "cifar-automl")
-    runs = tracker.client.search_runs([tracker.experiment_id], max_results=1000)
+    tracker = TrackingStore(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "cifar-automl")
+    runs = tracker.find_runs("", max_results=1000)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return tracker, parents, children
@@ -67,9 +68,12 @@ def read_csv(path):
 
 
 def test_nan_and_raising_trials_fail_and_the_search_goes_on(tmp_path, tiny_prepared,
-                                                            monkeypatch):
+                                                            monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.tune")
     best = run_search(tmp_path, tiny_prepared, monkeypatch, space=FAILING_SPACE, max_trials=4,
                       max_consecutive_failures=10)
+    steps = [line for line in caplog.messages if line.startswith("[")]
+    assert [line[:10] for line in steps] == [f"[{i}/6] cnn:" for i in range(1, 7)]
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     assert len(rows) == 4
     statuses = sorted(row["status"] for row in rows)
@@ -310,10 +314,11 @@ def test_logging_failures_are_retried_and_never_stop_the_search(tmp_path, tiny_p
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky_log_batch)
-    monkeypatch.setattr("pipeline.tracking.time.sleep", lambda s: None)
+    monkeypatch.setattr("pipeline.tracking.store.time.sleep", lambda s: None)
     best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=1)
     assert best["search_score"] > 0
-    assert "MLflow: log metrics failed after 3 attempts" in caplog.text
+    assert "log metrics failed after 3 attempt(s)" in caplog.text
+    assert "the search goes on" in caplog.text
     _, parents, children = runs(tmp_path)
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
     assert all("learning_rate" in c.data.params for c in children)  # params went through
@@ -328,7 +333,7 @@ def test_unreachable_tracking_server_does_not_stop_the_search(tmp_path, tiny_pre
         port = sock.getsockname()[1]
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    monkeypatch.setattr("pipeline.tracking.time.sleep", lambda s: None)
+    monkeypatch.setattr("pipeline.tracking.store.time.sleep", lambda s: None)
     best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
                       tracking_uri=f"http://127.0.0.1:{port}")
     assert best["search_score"] > 0

@@ -1,9 +1,2 @@
-"""The model families: each a builder from a full hyperparameter dict plus its defaults."""
-
-from pipeline.models.cnn import CNN_DEFAULTS, build_cnn
-from pipeline.models.fc import FC_DEFAULTS, build_fc
-
-FAMILIES = {
-    "cnn": (build_cnn, CNN_DEFAULTS),
-    "fc": (build_fc, FC_DEFAULTS),
-}
+"""The model builders, one module per family (see ``pipeline.families`` for the records that
+name them), and the input stem they share."""

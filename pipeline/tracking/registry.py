@@ -2,9 +2,8 @@
 
 A registered model is the inference graph of a trained model: the training-only augmentation
 layers are dropped (they are the identity at inference) and a softmax turns logits into class
-probabilities, so it loads with plain Keras, without this package. Each version carries tags:
-``test_accuracy``, ``hyperparameters`` (JSON, the retune job's warm start), ``run`` (the MLflow
-run that registered it) and ``registered_by`` (publish or retune).
+probabilities, so it loads with plain Keras, without this package. Each version carries the
+tags named ``VERSION_*`` in ``names`` (test accuracy, hyperparameters, run, registered by).
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-CHAMPION, PREVIOUS = "champion", "previous"
+from pipeline.tracking import names
+from pipeline.tracking.names import CHAMPION, PREVIOUS
+
 EXAMPLE_IMAGES = 4
-
-
-def registered_name(dataset: str, family: str) -> str:
-    return f"{dataset}-{family}"
 
 
 @dataclass
@@ -54,7 +51,7 @@ def inference_model(model):
     return keras.Model(graph.inputs, probabilities, name=f"{model.name}_inference")
 
 
-def register(tracker, model, name: str, run_id: str, artifact: str, tags: dict) -> str:
+def register(store, model, name: str, run_id: str, family: str, tags: dict) -> str:
     """Save the model as an MLflow model (signature, input example, pinned requirements), log
     it on ``run_id`` and register that artifact under ``name``; returns the new version.
 
@@ -67,59 +64,65 @@ def register(tracker, model, name: str, run_id: str, artifact: str, tags: dict) 
     example = np.zeros((EXAMPLE_IMAGES, 32, 32, 3), dtype=np.uint8)
     example[:, :16] = 255  # not a blank image: half white, half black
     signature = infer_signature(example, model.predict(example, verbose=0))
+    artifact = names.model_artifact(family)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / artifact
         folder.mkdir()
         mlflow.keras.save_model(model, str(folder), signature=signature, input_example=example,
                                 pip_requirements=_requirements())
-        tracker.client.log_artifacts(run_id, str(folder), artifact)
-    mlflow.set_tracking_uri(tracker.uri)
-    version = str(mlflow.register_model(f"runs:/{run_id}/{artifact}", name,
-                                        await_registration_for=60).version)
-    for key, value in {**tags, "run": run_id}.items():
-        tracker.client.set_model_version_tag(name, version, key, str(value)[:5000])
+        store.log_artifacts(run_id, folder, artifact)
+    mlflow.set_tracking_uri(store.uri)
+    version = str(store.once(f"register {name}", mlflow.register_model,
+                             f"runs:/{run_id}/{artifact}", name,
+                             await_registration_for=60).version)
+    for key, value in {**tags, names.VERSION_RUN: run_id}.items():
+        store.call("tag the model version", store.client.set_model_version_tag, name, version,
+                   key, str(value)[:5000])
     return version
 
 
-def champion(client, name: str) -> Champion | None:
+def champion(store, name: str) -> Champion | None:
     """The version holding the champion alias, or None (no such model, or no alias yet)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
+        version = store.client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
     try:
-        hyperparameters = json.loads(version.tags.get("hyperparameters", "{}"))
+        hyperparameters = json.loads(version.tags.get(names.VERSION_HYPERPARAMETERS, "{}"))
     except json.JSONDecodeError:
         hyperparameters = {}
     return Champion(name, str(version.version), hyperparameters)
 
 
-def set_champion_if_none(client, name: str, version: str) -> bool:
-    if champion(client, name) is not None:
+def set_champion_if_none(store, name: str, version: str) -> bool:
+    if champion(store, name) is not None:
         return False
-    client.set_registered_model_alias(name, CHAMPION, version)
+    store.call("set the champion alias", store.client.set_registered_model_alias, name,
+               CHAMPION, version)
     return True
 
 
-def promote(client, name: str, version: str) -> str | None:
+def promote(store, name: str, version: str) -> str | None:
     """Move the champion alias to ``version``; the old champion keeps its version and gets the
     alias ``previous``. Returns the old champion's version. The champion alias moves in one
     call, so a crash leaves either the old or the new champion, never none."""
-    old = champion(client, name)
-    client.set_registered_model_alias(name, CHAMPION, version)
+    old = champion(store, name)
+    store.call("move the champion alias", store.client.set_registered_model_alias, name,
+               CHAMPION, version)
     if old is not None:
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
+        store.call("set the previous alias", store.client.set_registered_model_alias, name,
+                   PREVIOUS, old.version)
     return None if old is None else old.version
 
 
-def load_version(tracker, uri: str):
-    """A registered model (``models:/name/version``) of the tracker's store, as a Keras model
-    (softmax outputs)."""
+def load_version(store, uri: str):
+    """A registered model (``models:/name/version``) of the store, as a Keras model (softmax
+    outputs)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracker.uri)  # models:/ URIs resolve through the global store
+    mlflow.set_tracking_uri(store.uri)  # models:/ URIs resolve through the global store
     return mlflow.keras.load_model(uri)
 
 

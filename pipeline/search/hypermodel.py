@@ -1,0 +1,67 @@
+"""A family's KerasTuner hypermodel: a declarative space over the family's defaults, built into
+a compiled model and trained under a budget."""
+
+from __future__ import annotations
+
+import math
+
+import keras_tuner as kt
+
+from pipeline.config import AugmentationParams
+from pipeline.families import FAMILIES
+from pipeline.spaces import SearchSpace
+from pipeline.training import AUGMENTATION_HPS, RECIPE_DEFAULTS, budget_schedule, compile_model
+
+
+def known_hyperparameters(family: str) -> set[str]:
+    return set(RECIPE_DEFAULTS) | set(AUGMENTATION_HPS) | set(FAMILIES[family].defaults)
+
+
+def trial_defaults(family: str, policy: AugmentationParams) -> dict:
+    """The value of every hyperparameter a trial reads when its space leaves it out: the
+    training recipe's, the augmentation policy's (params.yaml), then the family's own."""
+    policy_defaults = {hp: getattr(policy, field) for hp, field in AUGMENTATION_HPS.items()}
+    return {**RECIPE_DEFAULTS, **policy_defaults, **FAMILIES[family].defaults}
+
+
+class FamilyHyperModel(kt.HyperModel):
+    """Builds and compiles one family's model from a declarative space plus defaults, and
+    trains it under a budget: ``epochs`` over ``n_train`` images, capped at
+    ``seconds_per_epoch`` of training per epoch when set, with a schedule that ends exactly
+    where the budget does."""
+
+    def __init__(self, family: str, space: SearchSpace, meta: dict, policy: AugmentationParams,
+                 n_train: int, seconds_per_epoch: float | None = None, seed: int | None = None):
+        super().__init__(name=family)
+        self.family, self.space, self.meta, self.seed = family, space, meta, seed
+        self.n_train, self.seconds_per_epoch = n_train, seconds_per_epoch
+        self.builder = FAMILIES[family].builder
+        self.defaults = trial_defaults(family, policy)
+        self.last_schedule = None
+
+    def declare_hyperparameters(self, hp):
+        self.space.declare(hp)
+
+    def config(self, hp) -> dict:
+        """Every hyperparameter the builder reads: the space's values over the defaults."""
+        return {**self.defaults, **self.space.declare(hp)}
+
+    def build(self, hp):
+        cfg = self.config(hp)
+        policy = AugmentationParams(**{field: cfg[hp_name]
+                                       for hp_name, field in AUGMENTATION_HPS.items()})
+        model = self.builder(cfg, self.meta["num_classes"], self.meta, policy, seed=self.seed)
+        return compile_model(model, cfg)
+
+    def fit(self, hp, model, *args, epochs: int = 1, seconds: float | None = None,
+            callbacks=(), **kwargs):
+        """Trains from epoch 0 for ``epochs`` (a Hyperband rung restarts from scratch with a
+        complete schedule for its own budget, so its score is that of a whole run)."""
+        kwargs.pop("initial_epoch", None)
+        cfg = self.config(hp)
+        if seconds is None and self.seconds_per_epoch:
+            seconds = self.seconds_per_epoch * epochs
+        steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
+        self.last_schedule = budget_schedule(cfg, steps, seconds)
+        return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
+                         callbacks=[*callbacks, self.last_schedule], **kwargs)

@@ -1,0 +1,82 @@
+"""Every name this project writes into MLflow, in one place: the code that writes a run and the
+code that later finds it (publish, retune, history, tests) read the same constants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
+DEFAULT_EXPERIMENT = "cifar-automl"
+TRACKING_OFF = "off"  # tracking.uri value that switches MLflow off
+
+# --- tags of runs ---------------------------------------------------------------------------
+PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under this run id
+ROLE = "role"  # what a top-level run is: one of the ROLE_* values
+ROLE_SEARCH, ROLE_EVALUATION, ROLE_RETUNE = "search", "evaluation", "retune"
+FAMILY = "family"
+SEARCH_KEY = "search_key"  # content hash of a search: a rerun with the same key resumes it
+RETUNE_ID = "retune_id"
+TRIAL_ID = "trial_id"
+TUNER_ID = "tuner_id"  # which process ran a trial (chief/worker in a distributed search)
+TRIAL_STATUS = "status"  # KerasTuner's status of a trial (COMPLETED, FAILED, INVALID)
+TRIAL_ERROR = "error"
+STOPPED_BY_BUDGET = "stopped_by_budget"
+RETUNE_SUMMARY = "summary"  # the retune run's verdict, one paragraph
+# MLflow run status of a trial, from KerasTuner's trial status
+STATUS_OF_TRIAL = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "INVALID": "FAILED"}
+
+
+def search_run(family: str) -> str:
+    return f"{family}-search"
+
+
+def trial_run(trial_id: str) -> str:
+    return f"trial-{trial_id}"
+
+
+EVALUATION_RUN = "evaluation"
+
+
+def retune_run(retune_id: str) -> str:
+    return f"retune-{retune_id}"
+
+
+def family_search_tag(family: str) -> str:
+    """Tag of the evaluation run: the id of that family's search run."""
+    return f"{family}_search_run"
+
+
+def family_decision_tag(family: str) -> str:
+    """Tag of a retune run: created, promoted or kept."""
+    return f"{family}_decision"
+
+
+# --- filters --------------------------------------------------------------------------------
+RUNNING = "attributes.status = 'RUNNING'"
+
+
+def tag_is(key: str, value: str) -> str:
+    return f"tags.{key} = '{value}'"
+
+
+def tag_set(key: str) -> str:
+    return f"tags.{key} LIKE '%'"
+
+
+# --- the Model Registry ---------------------------------------------------------------------
+CHAMPION, PREVIOUS = "champion", "previous"  # aliases
+# tags of a model version
+VERSION_TEST_ACCURACY = "test_accuracy"  # what the registered (single-view) model scores
+VERSION_HYPERPARAMETERS = "hyperparameters"  # JSON: a retune's warm start
+VERSION_REGISTERED_BY = "registered_by"  # publish | retune
+VERSION_RUN = "run"  # the run the model was logged on
+
+
+def registered_model(dataset: str, family: str) -> str:
+    return f"{dataset}-{family}"
+
+
+def model_artifact(family: str) -> str:
+    """The artifact folder a family's registered model is logged under."""
+    return f"{family}-model"

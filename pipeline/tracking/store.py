@@ -1,0 +1,155 @@
+"""The project's MLflow store: one experiment, reached through ``MlflowClient`` with explicit
+run ids (no global "active run" state leaks between trials or commands).
+
+Every call is retried with a short backoff (a SQLite store may be busy, a server may blink) and
+then raises ``TrackingError``: one line naming the store and what failed. Whoever must not stop
+on a store error (the search) wraps this in ``search_runs.SearchRuns``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from pipeline.errors import UserError
+from pipeline.tracking import names
+
+log = logging.getLogger(__name__)
+PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+
+
+class TrackingError(UserError):
+    """The MLflow store failed (unreachable, refused, broken): one line, exit code 1."""
+
+    exit_code = 1
+
+
+def resolve_uri(configured: str | None) -> str:
+    """params.yaml's tracking.uri, else $MLFLOW_TRACKING_URI, else the local SQLite store
+    (whose folder is created)."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or names.DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+class TrackingStore:
+    """One experiment of one MLflow store; created if missing, its artifacts under
+    ``artifact_root``. Raises ``TrackingError`` if the store cannot be opened."""
+
+    def __init__(self, uri: str, experiment: str,
+                 artifact_root: Path = names.DEFAULT_ARTIFACT_ROOT, attempts: int = 3):
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.attempts = uri, attempts
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self.call("open the experiment", self._experiment, experiment,
+                                       Path(artifact_root))
+
+    @classmethod
+    def from_params(cls, tracking) -> TrackingStore | None:
+        """The store of a ``tracking`` params section; None when tracking is off."""
+        uri = resolve_uri(tracking.uri)
+        return None if uri == names.TRACKING_OFF else cls(uri, tracking.experiment)
+
+    def _experiment(self, name: str, artifact_root: Path) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = artifact_root.resolve() / name
+        return self.client.create_experiment(name, artifact_location=location.as_uri())
+
+    def call(self, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``, retried; ``TrackingError`` when every attempt failed."""
+        return self._attempt(what, self.attempts, fn, args, kwargs)
+
+    def once(self, what: str, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` without retries, for calls that are not idempotent (a retry
+        of a registration that reached the store would register a second version)."""
+        return self._attempt(what, 1, fn, args, kwargs)
+
+    def _attempt(self, what: str, attempts: int, fn, args, kwargs):
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # the store may be busy, remote, or down
+                if attempt == attempts:
+                    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise TrackingError(f"MLflow store {self.uri}: {what} failed after "
+                                        f"{attempt} attempt(s) ({type(exc).__name__}: "
+                                        f"{detail[:300]})") from exc
+                time.sleep(delay)
+                delay *= 2
+
+    # --- runs ---------------------------------------------------------------------------------
+    def create_run(self, name: str, tags: dict, parent: str | None = None) -> str:
+        tags = {**tags, **({names.PARENT_RUN: parent} if parent else {})}
+        run = self.call(f"create run {name}", self.client.create_run, self.experiment_id,
+                        run_name=name, tags={k: str(v) for k, v in tags.items()})
+        return run.info.run_id
+
+    def reopen_run(self, run_id: str) -> None:
+        self.call("reopen a run", self.client.update_run, run_id, status="RUNNING")
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.call("end a run", self.client.set_terminated, run_id, status=status)
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:6000]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.call("log params", self.client.log_batch, run_id,
+                      params=items[start:start + PARAMS_PER_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
+        """All metrics of one step in a single call (each store round trip costs ms)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        if batch:
+            self.call("log metrics", self.client.log_batch, run_id, metrics=batch)
+
+    def set_tags(self, run_id: str, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.call("set tags", self.client.log_batch, run_id,
+                      tags=[RunTag(str(k), str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.call(f"log artifact {path}", self.client.log_artifact, run_id, str(path), folder)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        self.call(f"log artifacts of {folder}", self.client.log_artifacts, run_id, str(folder),
+                  artifact_path)
+
+    def find_runs(self, filter_string: str, order_by: list[str] | None = None,
+                  max_results: int = 1000) -> list:
+        return self.call("search runs", self.client.search_runs, [self.experiment_id],
+                         filter_string=filter_string, order_by=order_by,
+                         max_results=max_results)
+
+    def close_running(self, filter_string: str) -> int:
+        """Mark the RUNNING runs matching ``filter_string`` as KILLED (a dead process left
+        them); returns how many."""
+        runs = self.find_runs(f"{filter_string} and {names.RUNNING}")
+        for run in runs:
+            self.end_run(run.info.run_id, "KILLED")
+        return len(runs)
+
+    def close_dangling_children(self, parent_id: str) -> int:
+        """Mark trials left RUNNING by a killed process as KILLED; returns how many."""
+        return self.close_running(names.tag_is(names.PARENT_RUN, parent_id))
+
+    # --- the Model Registry (reads; writes are in registry.py) -------------------------------
+    def model_versions(self, name: str) -> list:
+        return self.call("list model versions", self.client.search_model_versions,
+                         f"name = '{name}'")
+
+    def registered_model(self, name: str):
+        return self.call("read the registered model", self.client.get_registered_model, name)
