@@ -77,8 +77,11 @@ def measure(family: str, x, y, batch_size: int, epochs: int, jit_compile: bool) 
 
 
 def main(argv=None) -> int:
+    from pipeline.families import FAMILY_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", default=["cnn", "fc"])
+    parser.add_argument("--families", nargs="+", default=list(FAMILY_NAMES),
+                        choices=FAMILY_NAMES)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 128, 256, 512])
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=3)

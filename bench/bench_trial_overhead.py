@@ -121,9 +121,10 @@ def main() -> None:
 
     from pipeline.config import AugmentationParams
     from pipeline.data import store
+    from pipeline.families import FAMILY_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", default="cnn", choices=["cnn", "fc"])
+    parser.add_argument("--family", default="cnn", choices=FAMILY_NAMES)
     parser.add_argument("--train-per-class", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)

@@ -20,13 +20,13 @@ SPACE_DIR = Path("search_spaces")
 class Family:
     name: str  # cnn: file names, DVC stage tune@cnn, params keys
     label: str  # what reports call it
-    module: str  # the model module: BUILDER(cfg, num_classes, data_stats, policy, seed), DEFAULTS
+    module: str  # the model module: BUILDER(cfg, num_classes, meta, policy, seed), DEFAULTS; meta: meta.json (mean, std)
     builder_name: str
     defaults_name: str
 
     @property
     def builder(self):
-        """``build(cfg, num_classes, data_stats, policy, seed=None)`` -> an uncompiled model."""
+        """``build(cfg, num_classes, meta, policy, seed=None)`` -> an uncompiled model."""
         return getattr(import_module(self.module), self.builder_name)
 
     @property

@@ -39,10 +39,10 @@ def _conv(x, filters: int, cfg: dict, name: str):
     return layers.Activation(cfg["activation"], name=f"{name}_act")(x)
 
 
-def build_cnn(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
+def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
     if cfg["block_stages"] not in ("all", "ends"):  # a trial with it fails, naming the value
         raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
-    inputs, x = input_stem(data_stats, policy, seed)
+    inputs, x = input_stem(meta, policy, seed)
     x = _conv(x, cfg["base_filters"], cfg, "stem")
     for stage in range(cfg["stages"]):
         width = int(round(cfg["base_filters"] * cfg["filter_growth"] ** (stage + 1)))

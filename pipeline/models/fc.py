@@ -17,8 +17,8 @@ FC_DEFAULTS = {
 }
 
 
-def build_fc(cfg: dict, num_classes: int, data_stats: dict, policy, seed=None):
-    inputs, x = input_stem(data_stats, policy, seed)
+def build_fc(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
+    inputs, x = input_stem(meta, policy, seed)
     x = layers.Flatten(name="flatten")(x)
     width = float(cfg["units"])
     for index in range(cfg["layers"]):

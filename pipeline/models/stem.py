@@ -8,11 +8,11 @@ from keras import layers
 from pipeline.augment import build_augmentation
 
 
-def input_stem(data_stats: dict, policy, seed: int | None = None):
+def input_stem(meta: dict, policy, seed: int | None = None):
     """Returns (inputs, x): x is the augmented (in training) and normalised image batch."""
     inputs = keras.Input(shape=(32, 32, 3), name="image")
     x = build_augmentation(policy, seed=seed)(inputs)
-    mean = [255.0 * m for m in data_stats["mean"]]
-    variance = [(255.0 * s) ** 2 for s in data_stats["std"]]
+    mean = [255.0 * m for m in meta["mean"]]
+    variance = [(255.0 * s) ** 2 for s in meta["std"]]
     x = layers.Normalization(mean=mean, variance=variance, name="normalize")(x)
     return inputs, x
