@@ -20,7 +20,9 @@ SPACE_DIR = Path("search_spaces")
 class Family:
     name: str  # cnn: file names, DVC stage tune@cnn, params keys
     label: str  # what reports call it
-    module: str  # the model module: BUILDER(cfg, num_classes, meta, policy, seed), DEFAULTS; meta: meta.json (mean, std)
+    # the model module: BUILDER(cfg, num_classes, meta, policy, seed) and DEFAULTS, where meta
+    # is the prepared data's meta.json (its mean and std normalise the input)
+    module: str
     builder_name: str
     defaults_name: str
 
