@@ -108,8 +108,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
     from pipeline.config import load_params
-    from pipeline.tracking.names import DEFAULT_ARTIFACT_ROOT, TRACKING_OFF
-    from pipeline.tracking.store import resolve_uri
+    from pipeline.tracking.names import TRACKING_OFF
+    from pipeline.tracking.store import TrackingStore, default_artifact_root, resolve_uri
 
     params = load_params(args.params)
     uri = resolve_uri(params.tracking.uri)
@@ -121,10 +121,14 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         print(f"warning: binding to {args.host}: anyone who can reach this address can read "
               "and change every run, with no login", file=sys.stderr)
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--default-artifact-root", DEFAULT_ARTIFACT_ROOT.resolve().as_uri(),
+               "--default-artifact-root", default_artifact_root().as_uri(),
                "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)",
-          flush=True)
+    base = f"http://{args.host}:{args.port}"
+    # MLflow 3 opens on an overview page: link the project's runs table directly
+    experiment = TrackingStore(uri, params.tracking.experiment).experiment_id
+    print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it)\n"
+          f"runs of experiment {params.tracking.experiment}: "
+          f"{base}/#/experiments/{experiment}/runs", flush=True)
     return subprocess.call(command)
 
 

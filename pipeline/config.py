@@ -17,6 +17,7 @@ from pipeline.data.catalog import DATASETS
 from pipeline.errors import MISSING, ConfigError
 from pipeline.families import FAMILY_NAMES
 from pipeline.tracking.names import DEFAULT_EXPERIMENT
+from pipeline.workspace import home
 
 DEFAULT_PARAMS = Path("params.yaml")
 SOURCE_KEYWORDS = ("keras-cache", "download")
@@ -142,6 +143,9 @@ class TrackingParams(Section):
     # None: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db; "off": no MLflow at all
     uri: str | None = None
     experiment: str = DEFAULT_EXPERIMENT
+    # seconds between samples of CPU, memory, disk and network use, logged on each search run
+    # as system/* metrics (MLflow's monitor; needs psutil: the system-metrics extra); 0: off
+    system_metrics_s: Annotated[float, Field(ge=0)] = 0.0
 
 
 class Params(Section):
@@ -174,8 +178,8 @@ def resolve_source(params_file: str | Path, source: str) -> str | Path:
     if source in SOURCE_KEYWORDS:
         return source
     candidate = Path(source).expanduser()
-    if not candidate.is_absolute():
-        candidate = Path(params_file).resolve().parent / candidate
+    if not candidate.is_absolute():  # beside the params file (of the project, in a DVC copy)
+        candidate = (home(Path(params_file).parent) / candidate).resolve()
     return candidate
 
 

@@ -42,7 +42,8 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size, e.flip_tta)
         correct[family] = predicted == y_test
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
-        result["test_accuracy_ci95"] = [round(low, 4), round(high, 4)]
+        # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
+        result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
         result.update(_training_facts(results_dir / family / "best_hparams.json"))
         metrics[family] = result
         _write_per_class(out_dir / f"{family}_per_class.json", y_test, predicted, names)

@@ -36,7 +36,7 @@ def test_accuracy(metrics: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for i, family in enumerate(families):
         acc = metrics[family]["test_accuracy"]
-        low, high = metrics[family]["test_accuracy_ci95"]
+        low, high = (metrics[family]["test_accuracy_ci95"][k] for k in ("low", "high"))
         ax.bar(i, 100 * acc, color=COLORS[family], width=0.6)
         ax.errorbar(i, 100 * acc, yerr=[[100 * (acc - low)], [100 * (high - acc)]],
                     color="black", capsize=8)

@@ -39,7 +39,7 @@ def history(store, dataset: str, families: list[str]) -> str:
                            order_by=["attributes.start_time ASC"])
     lines.append(f"retune runs: {len(runs)}")
     for run in runs:
-        summary = (run.data.tags.get(names.RETUNE_SUMMARY)
+        summary = (run.data.tags.get(names.NOTE)
                    or f"({run.info.status.lower()}, no decision)")
         lines.append(f"  {_date(run.info.start_time)}  {summary}")
     return "\n".join(lines)

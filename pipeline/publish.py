@@ -87,8 +87,8 @@ def flat_metrics(metrics: dict) -> dict:
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
-            if isinstance(value, list) and len(value) == 2:  # an interval
-                flat[f"{section}_{key}_low"], flat[f"{section}_{key}_high"] = value
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                flat[f"{section}_{key}"] = value
+            parts = value.items() if isinstance(value, dict) else [("", value)]
+            for part, number in parts:  # an interval: its low and high
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    flat[f"{section}_{key}" + (f"_{part}" if part else "")] = number
     return flat

@@ -111,7 +111,8 @@ def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, fig
            "`dvc repro`. Test numbers come from the official test split, which neither the "
            "search nor the final training saw.", "", "## Verdict", ""]
     rows = [("test accuracy (95% interval)", lambda m, _: f"**{100 * m['test_accuracy']:.2f}%** "
-             f"({100 * m['test_accuracy_ci95'][0]:.2f}-{100 * m['test_accuracy_ci95'][1]:.2f})"),
+             f"({100 * m['test_accuracy_ci95']['low']:.2f}-"
+             f"{100 * m['test_accuracy_ci95']['high']:.2f})"),
             ("single-view test accuracy", lambda m, _: _single_view(m)),
             ("test loss", lambda m, _: f"{m['test_loss']:.3f}"),
             ("parameters", lambda m, _: f"{m['params']:,}"),

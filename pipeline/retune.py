@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -76,11 +77,12 @@ def run_retune(params: Params, params_path: Path, data_dir: Path,
             raise
         summary = summarize(retune_id, outcomes, r.margin, r.alpha,
                             (time.monotonic() - started) / 60)
-        store.set_tags(run_id, {names.RETUNE_SUMMARY: summary,
+        store.set_tags(run_id, {names.NOTE: summary,
                                 **{names.family_decision_tag(f): o["decision"]
                                    for f, o in outcomes.items()}})
         store.end_run(run_id, "FINISHED")
     print(summary, flush=True)
+    _to_job_summary(summary)
     return {"retune_id": retune_id, "run_id": run_id, "families": outcomes, "summary": summary}
 
 
@@ -164,6 +166,14 @@ def _describe(family: str, o: dict, margin: float, alpha: float) -> str:
                 f"version {o['champion_version']} is now 'previous'.")
     return (f"{family}: {numbers}: champion kept (promotion needs {100 * margin:+.2f} points "
             f"and p <= {alpha:g}).")
+
+
+def _to_job_summary(summary: str) -> None:
+    """On GitHub Actions, the verdict on the run's page too (not only in the job log)."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if path:
+        with open(path, "a") as handle:
+            handle.write(f"### cifar-automl retune\n\n{summary}\n")
 
 
 def _predict(model, images: np.ndarray) -> np.ndarray:

@@ -109,29 +109,29 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
 
     search_key = _search_key(family, space_file, t, data.data_hash, params.augmentation,
                              run_tags)
+    project = f"{family}-{search_key}"
     step("opening the search's MLflow run (key %s)", search_key)
-    runs = SearchRuns.open(params.tracking)
+    # a spool per process: a worker's unsent writes are its own
+    spool = "mlflow-spool.jsonl" if role.kind == "standalone" else \
+        f"mlflow-spool-{role.tuner_id}.jsonl"
+    runs = SearchRuns.open(params.tracking, spool=folders.tuning / project / spool)
     if is_worker:
         runs.join(search_key, role.wait_s)
     else:
-        runs.start(search_key, names.search_run(family),
-                   tags=_search_tags(family, t, space_file, data, role, parallel, run_tags),
-                   params={**{f"tune.{k}": v for k, v in t.model_dump().items()},
-                           "family": family, "space": data.space.summary(),
-                           "train_images": len(data.search_idx),
-                           "val_images": len(data.y_val), "precision": precision})
+        open_search_run(runs, search_key, family, t, space_file, data, data_dir, role,
+                        parallel, precision, run_tags)
 
     step("searching with %s: %d training images, %d validation, at most %d trials in "
          "%.1f min", t.tuner, len(data.search_idx), len(data.y_val), t.max_trials,
          t.budget_minutes)
     started = time.monotonic()
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
-                                     f"{family}-{search_key}", started, runs, role,
-                                     first_values, parallel)
+                                     project, started, runs, role, first_values, parallel)
     search(tuner, t, data, runs, role, family)
     if is_worker:
+        runs.finish(None)  # the chief ends the search run; this worker's writes go out
         log.info("%s: the chief has no more trials; done", role.tuner_id)
-        return {"family": family, "role": role.tuner_id, "mlflow_parent_run": runs.parent}
+        return {"family": family, "role": role.tuner_id, "mlflow_parent_run": runs.parent_id}
 
     step("tabulating the trials")
     best_trial = tabulate_trials(tuner, family, folders.results, runs, started)
@@ -148,7 +148,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
             "search_score": best_trial.score,
             "hyperparameters": {k: _plain(v) for k, v in
                                 hypermodel.config(best_trial.hyperparameters).items()},
-            "final": final, "mlflow_parent_run": runs.parent}
+            "final": final, "mlflow_parent_run": runs.parent_id}
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")
     return best
@@ -180,16 +180,32 @@ def configure_devices(t: TuneParams) -> tuple[str, dict]:
     return keras.mixed_precision.global_policy().name, devices.data_parallel(t.data_parallel)
 
 
-def _search_tags(family: str, t: TuneParams, space_file: Path, data: SearchData, role,
-                 parallel: dict, run_tags: dict | None) -> dict:
+def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParams,
+                    space_file: Path, data: SearchData, data_dir: Path, role, parallel: dict,
+                    precision: str, run_tags: dict | None) -> None:
+    """The parent run: tags, every tune setting as a param, a note, the datasets it reads."""
     import keras
 
     distributed_over_devices = bool(parallel) or keras.distribution.distribution() is not None
-    return {names.FAMILY: family, "tuner": t.tuner, "space_file": str(space_file),
-            "git_commit": _git_commit(), "data_sha256": data.data_hash,
+    tags = {names.FAMILY: family, "tuner": t.tuner, "space_file": str(space_file),
+            names.GIT_COMMIT: _git_commit(), "data_sha256": data.data_hash,
             "dataset": data.meta["dataset"], names.ROLE: names.ROLE_SEARCH,
             "distributed": role.kind, "keras_backend": keras.backend.backend(),
             "data_parallel": str(distributed_over_devices), **(run_tags or {})}
+    note = (f"{family} search with {t.tuner}: at most {t.max_trials} trials of at most "
+            f"{t.max_epochs} epochs in {t.budget_minutes:g} min, on {len(data.search_idx)} "
+            f"training images, selected on {len(data.y_val)} validation images; then the best "
+            f"configuration trained for {t.final_epochs} epochs or {t.final_budget_minutes:g} "
+            "min (final_* metrics). Child runs: the trials.")
+    params = {**{f"tune.{k}": v for k, v in t.model_dump().items()}, "family": family,
+              "space": data.space.summary(), "train_images": len(data.search_idx),
+              "val_images": len(data.y_val), "precision": precision}
+    parent = runs.start(search_key, names.search_run(family), tags, params, note)
+    outputs = data.meta["outputs"]
+    for split, context in (("train", "training"), ("val", "validation")):
+        runs.log_dataset(parent, f"{data.meta['dataset']}-{split}",
+                         outputs[f"{split}_images.npy"]["sha256"][:16],
+                         str((data_dir / f"{split}_images.npy").resolve()), context)
 
 
 def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
@@ -268,6 +284,7 @@ def tabulate_trials(tuner, family: str, results_dir: Path, runs: SearchRuns, sta
         raise SearchFailed(f"{family} search: all {len(rows)} trials failed; first error: "
                            f"{rows[0]['error'] if rows else 'no trial ran'}")
     best_trial = tuner.oracle.get_best_trials(1)[0]
+    runs.link_best_trial(best_trial.trial_id)
     runs.log_metrics(runs.parent, {"best_val_accuracy": best_trial.score,
                                    "trials_completed": len(completed),
                                    "trials_failed": len(rows) - len(completed),

@@ -134,28 +134,38 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], port: int, cwd: Path, timeout: float = 90):
-    """Start an HTTP server process on 127.0.0.1:port, wait for /health, yield its base URL,
-    then stop it and everything it started (its own process group)."""
+def running_server(command: list[str], port: int, cwd: Path, timeout: float = 90,
+                   log_path: Path | None = None, health: str = "/health",
+                   env: dict | None = None):
+    """Start an HTTP server process on 127.0.0.1:port, wait for its health URL, yield its base
+    URL, then stop it and everything it started (its own process group). Its output goes to
+    ``log_path`` (default: a temporary file)."""
     import os
     import signal
     import subprocess
+    import tempfile
     import time
     import urllib.request
 
-    server = subprocess.Popen(command, cwd=cwd, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = open(log_path, "w") if log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
+    server = subprocess.Popen(command, cwd=cwd, start_new_session=True, stdout=log,
+                              stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        log.flush()
+        return Path(log_path).read_text() if log_path else (log.seek(0) or log.read())
+
     try:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{base}{health}", timeout=2) as response:
                     assert response.status == 200
                     break
             except OSError:
-                assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "the server did not come up"
+                assert server.poll() is None, output()
+                assert time.monotonic() < deadline, "the server did not come up: " + output()
                 time.sleep(0.5)
         yield base
     finally:
@@ -165,6 +175,7 @@ def running_server(command: list[str], port: int, cwd: Path, timeout: float = 90
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+        log.close()
     assert server.poll() is not None
 
 

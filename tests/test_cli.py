@@ -91,12 +91,15 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     (tmp_path / "mlruns").mkdir()
-    TrackingStore(uri, "ui-check", tmp_path / "mlruns" / "artifacts")
+    experiment = TrackingStore(uri, "ui-check", tmp_path / "mlruns" / "artifacts").experiment_id
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
                           tracking={"uri": uri, "experiment": "ui-check"})
     port = free_port()
     command = [sys.executable, "-m", "pipeline", "ui", "--params", str(params),
                "--port", str(port)]
-    with running_server(command, port, tmp_path) as base:
+    log = tmp_path / "ui.log"
+    with running_server(command, port, tmp_path, log_path=log) as base:
         found = get_json(f"{base}/api/2.0/mlflow/experiments/search?max_results=10")
         assert "ui-check" in [e["name"] for e in found["experiments"]]
+    # the direct link to the project's runs (MLflow 3 opens on an overview page otherwise)
+    assert f"{base}/#/experiments/{experiment}/runs" in log.read_text()

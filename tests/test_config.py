@@ -123,3 +123,22 @@ def test_the_family_list_comes_from_the_family_records(tmp_path, tiny_cifar10):
     message = _error(tmp_path, prepare={"source": str(tiny_cifar10)},
                      retune={"families": ["cnn", "rnn"]})
     assert "retune.families" in message and "'rnn'" in message
+
+
+def test_paths_inside_a_dvc_temporary_experiment_resolve_to_the_project(tmp_path, monkeypatch):
+    """`dvc exp run --temp` runs in <project>/.dvc/tmp/exps/<tmp>/: the project's store and
+    relative data paths are the original ones, not the copy's."""
+    from pipeline.config import resolve_source
+    from pipeline.tracking.store import default_artifact_root, resolve_uri
+
+    project = tmp_path / "project"
+    copy = project / ".dvc" / "tmp" / "exps" / "standalone" / "tmpk2x9"  # as DVC 3.67 does
+    copy.mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(copy)
+    assert resolve_uri("sqlite:///mlruns/mlflow.db") == \
+        f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
+    assert default_artifact_root() == project / "mlruns" / "artifacts"
+    assert resolve_source(copy / "params.yaml", "../shared/data") == tmp_path / "shared" / "data"
+    monkeypatch.chdir(project)  # the project itself: relative as configured
+    assert resolve_uri("sqlite:///mlruns/mlflow.db") == "sqlite:///mlruns/mlflow.db"

@@ -36,10 +36,38 @@ def make_repo(tmp_path, prepare: dict, tune: dict | None = None, spaces: dict | 
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@localhost")
+    for ignore in IGNORE_FILES:  # what a clone of the project has
+        (repo / ignore).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / ignore, repo / ignore)
     _run(["git", "init", "-q"], repo, env)
     _run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
     _run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo, env)
+    _commit(repo, env, "the project")
     return repo, params, env
+
+
+IGNORE_FILES = (".gitignore", "data/.gitignore", "mlruns/.gitignore", "reports/.gitignore")
+
+
+def _commit(repo, env, message):
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-q", "-m", message], repo, env)
+
+
+def _uncommitted(repo, env) -> set[str]:
+    """What `git status` shows: paths a user would be asked to commit."""
+    lines = _run(["git", "status", "--porcelain", "--untracked-files=all"], repo, env)
+    return {line[3:] for line in lines.splitlines() if line.strip()}
+
+
+def _assert_only_what_a_user_commits(repo, env, also=()):
+    """After a run: dvc.lock, the metrics and DVC's own .gitignore entries; no checkpoints,
+    scratch folders, stores or files that describe this machine."""
+    left = {p for p in _uncommitted(repo, env)
+            if p not in ("dvc.lock", "metrics.json", *also) and not p.endswith(".gitignore")}
+    assert not left, left
 
 
 def test_repro_runs_once_then_skips_then_reruns_on_param_change(tmp_path, real_cifar10):
@@ -77,7 +105,7 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
         {"source": str(real_cifar10), "train_per_class": 200, "val_fraction": 0.02,
          "test_per_class": 10, "preview_images": 2, "preview_samples": 1},
         {"tuner": "random", "max_trials": 3, "max_epochs": 2, "budget_minutes": 5,
-         "search_train_per_class": None, "final_epochs": 1, "per_family": {}},
+         "search_train_per_class": None, "final_epochs": 1, "per_family": {"cnn": {}, "fc": {}}},
         {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate", "report", "publish"):
@@ -111,11 +139,19 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
             epochs = int(child["metrics.epochs_run"])
             history = client.get_metric_history(child["run_id"], "val_accuracy")
             assert len(history) == epochs >= 1
+            # the full configuration, fixed values too, not only the searched ones
+            assert isinstance(child.get("params.warmup_fraction"), str)
+        # MLflow's own columns, the best trial one click away, the data it read
+        assert len(parent["tags.mlflow.source.git.commit"]) == 40
+        assert parent["tags.mlflow.note.content"].startswith(f"{parent['tags.family']} search")
+        assert parent["tags.best_trial_run"] in set(children["run_id"])
+        inputs = client.get_run(parent["run_id"]).inputs.dataset_inputs
+        assert sorted(i.dataset.name for i in inputs) == ["cifar10-train", "cifar10-val"]
 
     # the test-set verdict, through DVC's own metrics
     metrics = json.loads((repo / "metrics.json").read_text())
     for family in ("cnn", "fc"):
-        low, high = metrics[family]["test_accuracy_ci95"]
+        low, high = metrics[family]["test_accuracy_ci95"].values()
         assert 0 <= low <= metrics[family]["test_accuracy"] <= high <= 1
     assert 0 <= metrics["comparison"]["mcnemar_p_value"] <= 1
     assert metrics["comparison"]["test_images"] == 100
@@ -127,9 +163,93 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
     _check_plots(repo, env)
     _check_report(repo)
     _check_registry(repo, parents)
+    _check_serving(repo, env)
 
     second = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
     assert "Running stage" not in second
+    _assert_only_what_a_user_commits(repo, env)
+    _commit(repo, env, "a pipeline run")
+    _check_one_familys_budget_reruns_its_search_only(repo, env)
+    _check_experiments(repo, env)
+
+
+def _dvc(repo, env, *args):
+    return _run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def _check_one_familys_budget_reruns_its_search_only(repo, env):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tune"]["per_family"]["fc"] = {"budget_minutes": 4}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = json.loads(_dvc(repo, env, "status", "--json"))
+    assert "tune@fc" in changed and "tune@cnn" not in changed, changed
+    _run(["git", "checkout", "params.yaml"], repo, env)
+
+
+def _evaluation_runs(repo):
+    import sqlite3
+
+    with sqlite3.connect(repo / "mlruns" / "mlflow.db") as db:
+        return db.execute("select count(*) from runs where name = 'evaluation'").fetchone()[0]
+
+
+def _check_experiments(repo, env):
+    """`dvc exp run -S` and `dvc exp show`, as DVC users reach for them; a temporary
+    experiment logs into the project's own MLflow store, not into a copy DVC deletes."""
+    baseline = json.loads((repo / "metrics.json").read_text())["cnn"]["test_accuracy_ci95"]
+    _dvc(repo, env, "exp", "run", "-S", "evaluate.bootstrap_resamples=300")
+    shown = json.loads(_dvc(repo, env, "exp", "show", "--json"))
+    found = [data["metrics"]["metrics.json"]["data"]["cnn"] for data in _revisions(shown)
+             if data["params"]["params.yaml"]["data"]["evaluate"]["bootstrap_resamples"] == 300]
+    assert found and found[0]["test_accuracy_ci95"]["low"] != baseline["low"], shown
+    _assert_only_what_a_user_commits(repo, env, also=("params.yaml",))
+    _run(["git", "checkout", "--", "."], repo, env)
+
+    before = _evaluation_runs(repo)
+    out = _dvc(repo, env, "exp", "run", "--temp", "-S", "evaluate.seed=3")
+    assert "Running stage 'publish'" in out, out
+    assert _evaluation_runs(repo) == before + 1  # in the project's store
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+
+
+def _revisions(shown):
+    """Every revision's data (params, metrics) in `dvc exp show --json`, however nested."""
+    if isinstance(shown, list):
+        for item in shown:
+            yield from _revisions(item)
+    elif isinstance(shown, dict):
+        data = shown.get("data")
+        if isinstance(data, dict) and "params" in data and "metrics" in data:
+            yield data
+        for value in shown.values():
+            if isinstance(value, (list, dict)) and value is not data:
+                yield from _revisions(value)
+
+
+def _check_serving(repo, env):
+    """README's serving recipe: `mlflow models serve` of the champion answers uint8 images
+    with the classes the saved model predicts."""
+    import urllib.request
+
+    from pipeline.evaluate import load_model
+    from tests.conftest import free_port, running_server
+
+    images = np.load(repo / "data" / "prepared" / "test_images.npy")[:5]
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+               "models:/cifar10-cnn@champion", "--env-manager", "local", "-h", "127.0.0.1",
+               "-p", str(port)]
+    serve_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlruns/mlflow.db"}
+    with running_server(command, port, repo.parent, timeout=120, health="/ping",
+                        env=serve_env) as base:
+        request = urllib.request.Request(
+            f"{base}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = np.array(json.loads(response.read())["predictions"])
+    saved = load_model(repo / "models" / "cnn" / "best.keras")
+    expected = np.argmax(saved.predict(images, verbose=0), axis=1)
+    assert np.array_equal(np.argmax(predictions, axis=1), expected)
 
 
 def _check_plots(repo, env):
@@ -151,8 +271,9 @@ def _check_plots(repo, env):
     assert len(confusion) == 100  # one point per test image
     scatter = shown["accuracy_vs_parameters"][0]["content"]["data"]["values"]
     assert len(scatter) == 6  # three trials per family
-    html = _run([sys.executable, "-m", "dvc", "plots", "show", "-o", "plots_html"], repo, env)
-    assert (repo / "plots_html" / "index.html").is_file(), html
+    out = repo.parent / "plots_html"
+    html = _run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(out)], repo, env)
+    assert (out / "index.html").is_file(), html
 
 
 def _check_report(repo):
@@ -169,10 +290,9 @@ def _check_report(repo):
 def _check_registry(repo, parents):
     """The champion through a real MLflow server's REST API; the registered model predicts the
     classes the saved .keras model predicts."""
-    import keras
     import mlflow
 
-    import pipeline.augment  # noqa: F401  (the .keras model holds the crop layer)
+    from pipeline.evaluate import load_model
     from tests.conftest import free_port, get_json, running_server
 
     registry = json.loads((repo / "results" / "registry.json").read_text())
@@ -188,7 +308,7 @@ def _check_registry(repo, parents):
             assert found["run_id"] == registry["evaluation_run"]
             mlflow.set_tracking_uri(base)
             served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(images)
-            saved = keras.models.load_model(repo / "models" / family / "best.keras")
+            saved = load_model(repo / "models" / family / "best.keras")
             expected = np.argmax(saved.predict(images, verbose=0), axis=1)
             assert np.array_equal(np.argmax(served, axis=1), expected)
         run = get_json(f"{base}/api/2.0/mlflow/runs/get?run_id={registry['evaluation_run']}")

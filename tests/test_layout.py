@@ -3,6 +3,7 @@ each have one home, and docs/architecture.md names exactly the modules that exis
 
 import ast
 import re
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -56,3 +57,65 @@ def test_the_architecture_doc_names_every_module_and_only_those():
     assert not undocumented, f"modules missing from docs/architecture.md: {undocumented}"
     assert not named - existing, f"docs/architecture.md names modules that do not exist: " \
                                  f"{named - existing}"
+
+
+def _project_imports(path):
+    """The project modules a file imports (at the top or inside functions), as files."""
+
+    def as_file(name):
+        module = REPO / Path(*name.split("."))
+        if module.with_suffix(".py").is_file():
+            return module.with_suffix(".py")
+        return module / "__init__.py" if (module / "__init__.py").is_file() else None
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            files = [as_file(alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from package import module`, or `from module import name` (the module itself)
+            files = [as_file(f"{node.module}.{alias.name}") or as_file(node.module)
+                     for alias in node.names]
+        else:
+            continue
+        found |= {f for f in files if f is not None and "pipeline" == f.relative_to(REPO).parts[0]}
+    return found
+
+
+def _closure(start):
+    seen, todo = set(), [start]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo += _project_imports(path) - seen
+    return seen
+
+
+def test_every_stage_lists_the_modules_it_runs_as_deps():
+    """A change to a module a stage imports must rerun the stage: dvc.yaml's deps cover the
+    stage module and everything it imports, transitively."""
+    import yaml
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for name, stage in stages.items():
+        spec = stage.get("do", stage)
+        command = spec["cmd"].split()[spec["cmd"].split().index("pipeline") + 1]
+        deps = [REPO / d.replace("${item}", "cnn") for d in spec["deps"]]
+        for module in sorted(_closure(PACKAGE / f"{command}.py")):
+            if not any(module == d or d in module.parents for d in deps):
+                missing.setdefault(name, []).append(str(module.relative_to(REPO)))
+    assert not missing, f"dvc.yaml: stage deps miss modules the stages import: {missing}"
+
+
+def test_each_search_reads_every_tune_key_but_the_other_familys_overrides():
+    import yaml
+
+    from pipeline.config import TuneParams
+
+    tune = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["tune"]["do"]
+    listed = {p for p in tune["params"] if isinstance(p, str)}
+    wanted = {f"tune.{f}" for f in TuneParams.model_fields if f != "per_family"}
+    assert wanted | {"tune.per_family.${item}"} <= listed
+    assert "tune" not in listed and "tune.per_family" not in listed

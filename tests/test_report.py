@@ -76,8 +76,9 @@ def write_results(root: Path, cnn_accuracy: float, fc_accuracy: float, p_value: 
         "accuracy_difference": round(cnn_accuracy - fc_accuracy, 4), "mcnemar_p_value": p_value,
         "only_cnn_correct": 300, "only_fc_correct": 100, "test_images": 1000}}
     for family, accuracy in (("cnn", cnn_accuracy), ("fc", fc_accuracy)):
-        metrics[family] = {"test_accuracy": accuracy, "test_accuracy_ci95": [accuracy - 0.02,
-                                                                              accuracy + 0.02],
+        metrics[family] = {"test_accuracy": accuracy,
+                           "test_accuracy_ci95": {"low": accuracy - 0.02,
+                                                  "high": accuracy + 0.02},
                            "test_loss": 1.0, "params": 5000, "images_per_second": 1000.0}
     (root / "metrics.json").write_text(json.dumps(metrics))
     return results, root / "metrics.json"

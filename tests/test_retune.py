@@ -19,7 +19,7 @@ from tests.conftest import TINY_FC_SPACE, write_params
 
 LOCKED = 75
 TINY_TUNE = {"tuner": "random", "max_epochs": 1, "search_train_per_class": None,
-             "per_family": {}}
+             "per_family": {"cnn": {}, "fc": {}}}
 TINY_RETUNE = {"families": ["fc"], "max_trials": 2, "budget_minutes": 2, "final_epochs": 1,
                "final_budget_minutes": 1}
 
@@ -31,9 +31,11 @@ def _env() -> dict:
     return env
 
 
-def retune(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def retune(cwd: Path, *args: str, timeout: float = 300,
+           env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", "retune", *args], cwd=cwd,
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
+                          env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def set_retune(params_file: Path, **changes) -> None:
@@ -71,9 +73,11 @@ def test_retunes_create_keep_and_promote_the_champion(tmp_path, real_cifar10):
     params = repo / "params.yaml"
     set_retune(params, **TINY_RETUNE)
 
-    first = retune(repo)
+    job_summary = tmp_path / "step_summary.md"  # what GitHub Actions shows on the run's page
+    first = retune(repo, env={"GITHUB_STEP_SUMMARY": str(job_summary)})
     assert first.returncode == 0, first.stderr
     assert "no champion yet" in first.stdout and "is champion (version 1)" in first.stdout
+    assert "no champion yet" in job_summary.read_text()
     assert (repo / "data" / "prepared" / "meta.json").is_file()  # dvc repro prepare ran
     state = registry_state(repo)
     assert state["aliases"] == {"champion": "1"}

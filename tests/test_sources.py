@@ -1,5 +1,6 @@
 """Every source kind, checksums, unsafe archives and broken files."""
 
+import os
 import shutil
 import socket
 import tarfile
@@ -193,3 +194,52 @@ def test_bad_labels_and_shapes(tmp_path):
     (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
     with pytest.raises(DataError, match=r"data_batch_2: 'data' should be a uint8 array"):
         prepare_from(tmp_path, folder)
+
+
+def test_an_oversized_archive_member_is_refused_before_extraction(tmp_path):
+    """A small archive whose member expands far beyond a CIFAR file: refused from the index,
+    nothing written."""
+    import io
+
+    archive = tmp_path / "bomb.tar.gz"
+    size = CIFAR10.max_bytes("data_batch_1") + 1
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = size
+        tar.addfile(info, io.BytesIO(bytes(size)))
+    assert archive.stat().st_size < size // 100  # it is small: zeros compress well
+    with pytest.raises(DataError, match="member 'cifar-10-batches-py/data_batch_1' holds "
+                                        f"{size:,} bytes, more than a CIFAR-10 file can"):
+        prepare_from(tmp_path, archive)
+    assert not list(tmp_path.rglob("data_batch_1")) and not list(tmp_path.rglob(".extract-*"))
+
+
+def test_an_oversized_dataset_file_is_refused_before_reading(tmp_path, tiny_cifar10):
+    batch = tiny_cifar10 / "data_batch_2"
+    os.truncate(batch, CIFAR10.max_bytes("data_batch_2") + 1)  # sparse: no disk used
+    with pytest.raises(DataError, match="data_batch_2: .* bytes, more than a CIFAR-10 file "
+                                        "can hold .*; not read"):
+        prepare_from(tmp_path, tiny_cifar10, checksums="warn")
+
+
+def test_a_download_that_does_not_match_the_checksum_says_so(tmp_path, monkeypatch):
+    """Not "offline?": the server answered, with the wrong bytes."""
+    import functools
+    import http.server
+    import threading
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / CIFAR10.archive).write_bytes(b"not the archive")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{CIFAR10.archive}"
+        with pytest.raises(DataError, match="does not match the published SHA-256") as info:
+            download(CIFAR10, url)
+    finally:
+        server.shutdown()
+    assert "offline" not in str(info.value) and "\n" not in str(info.value)
+

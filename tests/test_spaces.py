@@ -96,3 +96,15 @@ def test_show_space_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "hyperparameters.stages.min" in result.stderr
+
+
+def test_show_space_on_malformed_yaml_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("family: cnn\nhyperparameters: {stages: [1, 2\n")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

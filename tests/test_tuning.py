@@ -34,10 +34,11 @@ hyperparameters:
 
 
 def setup_search(tmp_path, space=TINY_CNN_SPACE, family="cnn",
-                 tracking_uri="sqlite:///{tmp}/mlruns/mlflow.db", **tune):
+                 tracking_uri="sqlite:///{tmp}/mlruns/mlflow.db", system_metrics_s=0, **tune):
     tune = {"tuner": "random", "max_trials": 3, "max_epochs": 1, "final_epochs": 1, **tune}
     params_file = write_params(tmp_path / "params.yaml", prepare={"source": str(REAL_CIFAR10)},
-                               tune=tune, tracking={"uri": tracking_uri.format(tmp=tmp_path)})
+                               tune=tune, tracking={"uri": tracking_uri.format(tmp=tmp_path),
+                                                    "system_metrics_s": system_metrics_s})
     space_file = tmp_path / f"{family}.yaml"
     space_file.write_text(space)
     return params_file, space_file
@@ -298,8 +299,9 @@ def test_config_of_tune_section_is_validated(tmp_path):
         load_params(params)
 
 
-def test_logging_failures_are_retried_and_never_stop_the_search(tmp_path, tiny_prepared,
-                                                                monkeypatch, caplog):
+def test_logging_failures_are_retried_or_skipped_and_never_stop_the_search(
+        tmp_path, tiny_prepared, monkeypatch, caplog):
+    from mlflow.exceptions import RestException
     from mlflow.tracking import MlflowClient
 
     real_log_batch = MlflowClient.log_batch
@@ -307,21 +309,26 @@ def test_logging_failures_are_retried_and_never_stop_the_search(tmp_path, tiny_p
 
     def flaky_log_batch(self, run_id, metrics=(), params=(), tags=(), **kwargs):
         calls["n"] += 1
-        if metrics and any(m.key == "val_loss" for m in metrics):
-            raise ConnectionError("store unreachable (simulated)")  # every epoch's metrics
+        if metrics and any(m.key == "val_loss" and m.step == 0 for m in metrics):
+            # a value the store refuses for good: skipped, the rest goes on
+            raise RestException({"error_code": "INVALID_PARAMETER_VALUE",
+                                 "message": "refused (simulated)"})
         if calls["n"] % 2 == 0:
-            raise ConnectionError("store busy (simulated)")  # succeeds on the retry
+            raise ConnectionError("store busy (simulated)")  # goes through when retried
         return real_log_batch(self, run_id, metrics=metrics, params=params, tags=tags, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky_log_batch)
     monkeypatch.setattr("pipeline.tracking.store.time.sleep", lambda s: None)
-    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=1)
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=2)
     assert best["search_score"] > 0
-    assert "log metrics failed after 3 attempt(s)" in caplog.text
-    assert "the search goes on" in caplog.text
-    _, parents, children = runs(tmp_path)
+    assert "log_metrics skipped" in caplog.text and "refused (simulated)" in caplog.text
+    tracker, _, children = runs(tmp_path)
     assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
     assert all("learning_rate" in c.data.params for c in children)  # params went through
+    for child in children:  # epoch 0 was refused, epoch 1 arrived
+        steps = [m.step for m in tracker.client.get_metric_history(child.info.run_id,
+                                                                    "val_accuracy")]
+        assert steps == [1]
 
 
 def test_unreachable_tracking_server_does_not_stop_the_search(tmp_path, tiny_prepared,
@@ -354,3 +361,12 @@ def test_tracking_off_runs_without_mlflow_and_publish_records_nothing(tmp_path, 
     result = run_publish(params, tmp_path / "models", tmp_path / "results",
                          tmp_path / "metrics.json", tmp_path / "reports", out)
     assert result["models"] == {} and json.loads(out.read_text())["tracking_uri"] == "off"
+
+
+def test_system_metrics_are_sampled_onto_the_search_run(tmp_path, tiny_prepared, monkeypatch):
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2, max_epochs=2,
+                      system_metrics_s=1)
+    tracker, parents, _ = runs(tmp_path)
+    cpu = tracker.client.get_metric_history(best["mlflow_parent_run"],
+                                            "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and all(0 <= m.value <= 100 for m in cpu)

@@ -31,6 +31,23 @@ class DatasetSpec:
     def files(self) -> tuple[str, ...]:
         return (*self.train_files, *self.test_files, self.meta_file)
 
+    def max_bytes(self, name: str) -> int:
+        """The most a genuine file of this name can hold, with a margin: its images (3072
+        bytes each), their labels and file names. A larger file or archive member is refused
+        before it is extracted or read, so a crafted one cannot fill the disk or memory."""
+        if name in self.train_files:
+            images = 50_000 // len(self.train_files)
+        elif name in self.test_files:
+            images = 10_000 // len(self.test_files)
+        else:
+            return 1 << 20  # the meta file: class names only
+        return int(images * 3072 * 1.05) + (2 << 20)
+
+    @property
+    def max_archive_bytes(self) -> int:
+        """The most the whole archive can expand to."""
+        return sum(self.max_bytes(name) for name in self.files)
+
     def num_classes(self, label_mode: str) -> int:
         train_images = 50_000
         return train_images // self.train_per_class[label_mode]

@@ -21,8 +21,17 @@ class Split:
     labels: np.ndarray  # (N,) uint8
 
 
+def check_file_size(path: Path, spec: DatasetSpec) -> None:
+    """Refuse a dataset file larger than a genuine one can be, before reading it into memory."""
+    size, limit = path.stat().st_size, spec.max_bytes(path.name)
+    if size > limit:
+        raise DataError(f"{path}: {size:,} bytes, more than a {spec.title} file can hold "
+                        f"({limit:,}); not read")
+
+
 def load_class_names(folder: Path, spec: DatasetSpec, label_mode: str) -> list[str]:
     path = folder / spec.meta_file
+    check_file_size(path, spec)
     meta = load_pickle(path)
     _, names_key = spec.label_keys[label_mode]
     names = meta.get(names_key)
@@ -43,6 +52,7 @@ def load_files(folder: Path, names: tuple[str, ...], spec: DatasetSpec, label_mo
 
 
 def _load_batch(path: Path, spec: DatasetSpec, label_mode: str) -> Split:
+    check_file_size(path, spec)
     batch = load_pickle(path)
     label_key, _ = spec.label_keys[label_mode]
     for key in ("data", label_key):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.catalog import DatasetSpec
+from pipeline.data.cifar import check_file_size
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def open_source(
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=scratch) as tmp:
         log.info("extracting %s", path)
-        safe_extract(path, Path(tmp))
+        safe_extract(path, Path(tmp), spec)
         found = SourceFolder(_dataset_folder(spec, Path(tmp), archive=path), kind, origin,
                              archive_md5=archive_md5)
         verify_checksums(spec, found, checksums)
@@ -120,6 +121,9 @@ def download(spec: DatasetSpec, url: str) -> Path:
         )
     except Exception as exc:  # get_file raises plain Exception for network errors
         reason = " ".join(str(exc).split())
+        if "hash" in reason.lower() or "corrupt" in reason.lower():
+            raise DataError(f"downloaded {spec.title} from {url}, but it does not match the "
+                            f"published SHA-256 ({reason}); nothing was used") from None
         raise DataError(
             f"could not download {spec.title} from {url} ({reason}); offline? "
             f"{_how_to_point(spec)}"
@@ -127,17 +131,27 @@ def download(spec: DatasetSpec, url: str) -> Path:
     return Path(path)
 
 
-def safe_extract(archive: Path, destination: Path) -> None:
-    """Extract a tar archive, refusing any member that would escape ``destination``."""
+def safe_extract(archive: Path, destination: Path,
+                 spec: DatasetSpec | None = None) -> None:
+    """Extract a tar archive, refusing any member that would escape ``destination`` and, given
+    the dataset's ``spec``, any member larger than a genuine file of that name can be (checked
+    on the archive's index, before anything is written)."""
     try:
         with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
+            members = tar.getmembers()
+            for member in members:
                 # The published archives hold plain relative paths; anything else is refused
                 # outright, and the "data" filter below guards the extraction itself too.
                 parts = Path(member.name).parts
                 if member.name.startswith(("/", "\\")) or ".." in parts:
                     raise DataError(f"{archive}: unsafe archive member {member.name!r} (absolute "
                                     "or leaving the folder); nothing was extracted")
+                if spec is not None:
+                    _check_member_size(archive, member, spec)
+            if spec is not None and sum(m.size for m in members) > spec.max_archive_bytes:
+                raise DataError(f"{archive}: expands to {sum(m.size for m in members):,} bytes, "
+                                f"more than {spec.title} can ({spec.max_archive_bytes:,}); "
+                                "nothing was extracted")
             tar.extractall(destination, filter="data")
     except tarfile.FilterError as exc:
         member = exc.tarinfo.name if exc.tarinfo else "?"
@@ -147,6 +161,14 @@ def safe_extract(archive: Path, destination: Path) -> None:
         ) from None
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise DataError(f"{archive}: truncated or corrupt archive ({exc})") from None
+
+
+def _check_member_size(archive: Path, member: tarfile.TarInfo, spec: DatasetSpec) -> None:
+    name = Path(member.name).name
+    limit = spec.max_bytes(name) if name in spec.files else max(map(spec.max_bytes, spec.files))
+    if member.size > limit:
+        raise DataError(f"{archive}: member {member.name!r} holds {member.size:,} bytes, more "
+                        f"than a {spec.title} file can ({limit:,}); nothing was extracted")
 
 
 def _dataset_folder(spec: DatasetSpec, path: Path, archive: Path | None = None) -> Path:
@@ -187,6 +209,7 @@ def verify_checksums(spec: DatasetSpec, found: SourceFolder, mode: str) -> None:
     warn: the mismatch is logged and recorded in meta.json, and prepare goes on.
     """
     for name in spec.files:
+        check_file_size(found.folder / name, spec)  # before hashing or reading it
         md5 = file_md5(found.folder / name)
         found.file_md5[name] = md5
         expected = spec.file_md5.get(name)

@@ -46,6 +46,13 @@ class FamilyHyperModel(kt.HyperModel):
         """Every hyperparameter the builder reads: the space's values over the defaults."""
         return {**self.defaults, **self.space.declare(hp)}
 
+    def logged_config(self, hp) -> dict:
+        """What a trial's run shows: every value it trains with, except a searched value whose
+        condition this trial does not meet (momentum for Adam), which would mislead."""
+        active = self.space.declare(hp)
+        inactive = set(self.space.names()) - set(active)
+        return {k: v for k, v in {**self.defaults, **active}.items() if k not in inactive}
+
     def build(self, hp):
         cfg = self.config(hp)
         policy = AugmentationParams(**{field: cfg[hp_name]

@@ -14,11 +14,12 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
         run_trial(trial)            * child run in MLflow; exceptions -> FailedTrialError;
                                       NaN loss -> FailedTrialError
           _build_and_fit_model()    * seed from (search seed, trial id); add the NaN guard,
-                                      deadline and initial-weights callbacks
+                                      deadline and initial-weights callbacks; drop
+                                      KerasTuner's per-epoch checkpoint (nothing reads it)
             _build_hypermodel()     * (Hyperband) no reload of a lower rung's weights
               hypermodel.build()    h space values over defaults -> compiled model
             hypermodel.fit()        h budget schedule over the trial's epochs and time cap
-              on_epoch_begin/end()  * per-epoch metrics to MLflow in one call
+              on_epoch_begin/end()  * per-epoch metrics to MLflow, queued (never waits)
         on_trial_end(trial)         * trial_summary.json, final metrics and status in MLflow;
                                       then KerasTuner's own (may stop after N failures in a row)
 """
@@ -131,8 +132,12 @@ class TrackedTunerMixin:
 
     def run_trial(self, trial, *args, **kwargs):
         trial_id = trial.trial_id
-        run_id = self.runs.start_trial(trial_id, dict(trial.hyperparameters.values),
-                                       self.run_tags)
+        # every value the trial trains with, not only the searched ones (KerasTuner's own
+        # tuner/* values too: Hyperband's rung and epochs)
+        hp = trial.hyperparameters
+        resolved = {**self.hypermodel.logged_config(hp),
+                    **{k: v for k, v in hp.values.items() if k.startswith("tuner/")}}
+        run_id = self.runs.start_trial(trial_id, resolved, self.run_tags)
         state = self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
         try:
             histories = super().run_trial(trial, *args, **kwargs)
@@ -149,7 +154,12 @@ class TrackedTunerMixin:
         # Added here, after KerasTuner deep-copied the search's callbacks for this trial, so
         # these very objects watch the training and can be read afterwards.
         state = self._trials[trial.trial_id]
-        kwargs["callbacks"] = [*kwargs.get("callbacks", []), *state.callbacks()]
+        # KerasTuner's SaveBestEpoch writes the weights of every improving epoch (up to 177 MB
+        # for a wide FC trial); nothing here reads them: Hyperband rungs restart from scratch
+        # and the final training retrains the best configuration
+        callbacks = [c for c in kwargs.get("callbacks", [])
+                     if type(c).__name__ != "SaveBestEpoch"]
+        kwargs["callbacks"] = [*callbacks, *state.callbacks()]
         # weights and augmentation depend on the search seed and the trial only
         self.hypermodel.last_schedule = None
         seed = trial_seed(self.search_seed, trial.trial_id)
@@ -165,10 +175,13 @@ class TrackedTunerMixin:
         metrics = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         metrics["learning_rate"] = current_learning_rate(model)
         metrics["epoch_seconds"] = time.perf_counter() - state.epoch_started
-        state.history.append({"epoch": epoch, **metrics})
         if state.trainable_params is None:
             state.trainable_params = _trainable_params(model)
+        logging_started = time.perf_counter()
         self.runs.log_metrics(state.run_id, metrics, step=epoch)
+        # what this epoch waited on MLflow (queued, so about nothing even in an outage)
+        metrics["logging_seconds"] = time.perf_counter() - logging_started
+        state.history.append({"epoch": epoch, **metrics})
 
     def on_trial_end(self, trial):
         state = self._trials.pop(trial.trial_id, None)

@@ -12,6 +12,10 @@ TRACKING_OFF = "off"  # tracking.uri value that switches MLflow off
 
 # --- tags of runs ---------------------------------------------------------------------------
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under this run id
+GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: the UI's source version column
+NOTE = "mlflow.note.content"  # MLflow's own: the run's description (markdown)
+DATASET_CONTEXT = "mlflow.data.context"  # MLflow's own: training, validation...
+BEST_TRIAL_RUN = "best_trial_run"  # of a search run: the run id of its best trial
 ROLE = "role"  # what a top-level run is: one of the ROLE_* values
 ROLE_SEARCH, ROLE_EVALUATION, ROLE_RETUNE = "search", "evaluation", "retune"
 FAMILY = "family"
@@ -22,7 +26,6 @@ TUNER_ID = "tuner_id"  # which process ran a trial (chief/worker in a distribute
 TRIAL_STATUS = "status"  # KerasTuner's status of a trial (COMPLETED, FAILED, INVALID)
 TRIAL_ERROR = "error"
 STOPPED_BY_BUDGET = "stopped_by_budget"
-RETUNE_SUMMARY = "summary"  # the retune run's verdict, one paragraph
 # MLflow run status of a trial, from KerasTuner's trial status
 STATUS_OF_TRIAL = {"COMPLETED": "FINISHED", "FAILED": "FAILED", "INVALID": "FAILED"}
 

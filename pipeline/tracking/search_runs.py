@@ -1,6 +1,8 @@
-"""The MLflow record of one search, written best-effort: a parent run for the search and a
-nested child run per trial. A store that fails (after the store's own retries) costs a warning
-and a count, never the search: training goes on and the files under results/ stay complete."""
+"""The MLflow record of one search: a parent run for the search and a nested child run per
+trial. Writes go through a ``SpooledWriter``: training never waits on the store, a store that
+goes away mid-search gets every write once it is back, and a killed search leaves its undone
+writes in the spool for the next attempt. The files under results/ stay complete whatever the
+store does."""
 
 from __future__ import annotations
 
@@ -8,24 +10,32 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline.errors import UserError
 from pipeline.tracking import names
+from pipeline.tracking.spool import SpooledWriter, now_ms, run_ref
 from pipeline.tracking.store import TrackingError, TrackingStore
 
 log = logging.getLogger(__name__)
+DRAIN_S = 120.0  # at the end of a search, how long to wait for queued writes
 
 
 class SearchRuns:
-    """``store`` None: tracking is off, and every method does nothing."""
+    """``store`` None: tracking is off, and every method does nothing. ``spool``: the file the
+    writes queue in (default: memory only)."""
 
-    def __init__(self, store: TrackingStore | None):
-        self.store = store
-        self.parent: str | None = None
+    def __init__(self, store: TrackingStore | None, spool: Path | None = None,
+                 drain_s: float = DRAIN_S, system_metrics_s: float = 0.0):
+        self.store, self.drain_s = store, drain_s
+        self.system_metrics_s, self._monitor = system_metrics_s, None
+        self.writer = SpooledWriter(store, spool) if store is not None else None
+        self.parent: str | None = None  # the search's run (an MLflow id, or a key while queued)
+        self.trial_runs: dict[str, str] = {}  # trial id -> its run key, trials of this process
         self.failures = 0
 
     @classmethod
-    def open(cls, tracking) -> SearchRuns:
-        """For a ``tracking`` params section; an unreachable store turns tracking off for this
-        run (with a warning) instead of stopping it."""
+    def open(cls, tracking, spool: Path | None = None) -> SearchRuns:
+        """For a ``tracking`` params section; a store unreachable at the start turns tracking
+        off for this run (with a warning) instead of stopping it."""
         try:
             store = TrackingStore.from_params(tracking)
         except TrackingError as exc:
@@ -33,36 +43,52 @@ class SearchRuns:
             store = None
         if store is None:
             log.info("MLflow: tracking is off for this run")
-        return cls(store)
+        return cls(store, spool, system_metrics_s=tracking.system_metrics_s)
 
-    def _try(self, fn, *args, **kwargs):
-        if self.store is None:
-            return None
+    def _now(self, fn, *args):
+        """A call whose answer is needed now: None (counted, warned) if the store fails."""
         try:
-            return fn(*args, **kwargs)
+            return fn(*args)
         except TrackingError as exc:
             self.failures += 1
             log.warning("%s; the search goes on", exc)
             return None
 
     # --- the search's parent run --------------------------------------------------------------
-    def start(self, search_key: str, name: str, tags: dict, params: dict) -> str | None:
+    def start(self, search_key: str, name: str, tags: dict, params: dict,
+              note: str = "") -> str | None:
         """Open the parent run of a search: reopened when an earlier attempt with the same key
         did not finish (its trials left RUNNING are closed as KILLED), else created."""
         if self.store is None:
             return None
-        found = self._try(self.store.find_runs, names.tag_is(names.SEARCH_KEY, search_key),
+        found = self._now(self.store.find_runs, names.tag_is(names.SEARCH_KEY, search_key),
                           ["attributes.start_time DESC"], 1) or []
         if found and found[0].info.status != "FINISHED":
             self.parent = found[0].info.run_id
-            self._try(self.store.reopen_run, self.parent)
-            self._try(self.store.close_dangling_children, self.parent)
+            self.writer.submit("reopen_run", run=self.parent)
+            self._now(self.store.close_dangling_children, self.parent)
             log.info("MLflow: resuming search run %s", self.parent)
             return self.parent
-        self.parent = self._try(self.store.create_run, name,
-                                {**tags, names.SEARCH_KEY: search_key})
+        tags = {**tags, names.SEARCH_KEY: search_key, **({names.NOTE: note} if note else {})}
+        self.parent = (self._now(self.store.create_run, name, tags)
+                       or self.writer.new_run(name, tags))
         self.log_params(self.parent, params)
+        self._start_system_metrics()
         return self.parent
+
+    def _start_system_metrics(self) -> None:
+        if not self.system_metrics_s or self.parent_id is None:
+            return
+        try:
+            import psutil  # noqa: F401  (MLflow's monitor needs it)
+        except ImportError:
+            raise UserError("tracking.system_metrics_s needs psutil: pip install "
+                            "'cifar-automl[system-metrics]'") from None
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(self.parent_id, self.system_metrics_s,
+                                             tracking_uri=self.store.uri)
+        self._monitor.start()
 
     def join(self, search_key: str, timeout_s: float) -> str | None:
         """A worker's view: the chief's RUNNING search run with this key, waited for (the chief
@@ -73,7 +99,7 @@ class SearchRuns:
         deadline = time.monotonic() + timeout_s
         wanted = f"{names.tag_is(names.SEARCH_KEY, search_key)} and {names.RUNNING}"
         while True:
-            found = self._try(self.store.find_runs, wanted, None, 1) or []
+            found = self._now(self.store.find_runs, wanted, None, 1) or []
             if found:
                 self.parent = found[0].info.run_id
                 return self.parent
@@ -83,38 +109,87 @@ class SearchRuns:
                 return None
             time.sleep(1)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        if self.parent:
-            self._try(self.store.end_run, self.parent, status)
-        if self.failures:
-            log.warning("MLflow: %d logging call(s) failed; see the warnings above",
-                        self.failures)
+    @property
+    def parent_id(self) -> str | None:
+        """The parent run's MLflow id (None while its creation is still queued)."""
+        return self.writer.resolve(self.parent) if self.writer else None
+
+    def link_best_trial(self, trial_id: str) -> None:
+        """Tag the parent run with the run id of its best trial (MLflow UI: one click)."""
+        if self.parent is None:
+            return
+        key = self.trial_runs.get(trial_id)
+        if key is None:  # a trial of an earlier, interrupted attempt
+            found = self._now(self.store.find_runs,
+                              f"{names.tag_is(names.PARENT_RUN, self.parent_id)} and "
+                              f"{names.tag_is(names.TRIAL_ID, trial_id)}", None, 1) or []
+            key = found[0].info.run_id if found else None
+        if key is not None:
+            self.set_tags(self.parent, {names.BEST_TRIAL_RUN: run_ref(key)})
+
+    def finish(self, status: str | None = "FINISHED") -> None:
+        """End the parent run with ``status`` (None: leave it, a worker's case), then wait a
+        bounded time for the queued writes."""
+        if self.writer is None:
+            return
+        if self._monitor is not None:
+            self._monitor.finish()
+        if status and self.parent:
+            self.writer.submit("end_run", run=self.parent, status=status, end_ms=now_ms())
+        left = self.writer.drain(self.drain_s)
+        if left:
+            log.warning("MLflow: %d write(s) still wait for the store after %.0f s; they stay "
+                        "in %s and go out when this search runs again", left, self.drain_s,
+                        self.writer.spool or "memory (lost at exit)")
+        else:
+            self.writer.forget_spool()
+        failures = self.failures + self.writer.failures
+        if failures:
+            log.warning("MLflow: %d logging call(s) failed; see the warnings above", failures)
 
     # --- trials and anything else -------------------------------------------------------------
     def start_trial(self, trial_id: str, params: dict, tags: dict) -> str | None:
         if self.parent is None:
             return None
-        run_id = self._try(self.store.create_run, names.trial_run(trial_id),
-                           {names.TRIAL_ID: trial_id, **tags}, self.parent)
-        self.log_params(run_id, params)
-        return run_id
+        key = self.writer.new_run(names.trial_run(trial_id),
+                                  {names.TRIAL_ID: trial_id, **tags}, self.parent)
+        self.trial_runs[trial_id] = key
+        self.log_params(key, params)
+        return key
 
-    def log_params(self, run_id: str | None, params: dict) -> None:
-        if run_id and params:
-            self._try(self.store.log_params, run_id, params)
+    def log_params(self, run: str | None, params: dict) -> None:
+        if run and params:
+            self.writer.submit("log_params", run=run, params=_plain(params))
 
-    def log_metrics(self, run_id: str | None, metrics: dict, step: int = 0) -> None:
-        if run_id:
-            self._try(self.store.log_metrics, run_id, metrics, step)
+    def log_metrics(self, run: str | None, metrics: dict, step: int = 0) -> None:
+        if run and metrics:
+            self.writer.submit("log_metrics", run=run, step=int(step),
+                               metrics={k: float(v) for k, v in metrics.items() if v is not None},
+                               timestamp_ms=now_ms())
 
-    def set_tags(self, run_id: str | None, tags: dict) -> None:
-        if run_id:
-            self._try(self.store.set_tags, run_id, tags)
+    def set_tags(self, run: str | None, tags: dict) -> None:
+        if run and tags:
+            self.writer.submit("set_tags", run=run, tags={
+                k: v if isinstance(v, dict) else str(v) for k, v in tags.items()})
 
-    def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
-        if run_id:
-            self._try(self.store.log_artifact, run_id, path, folder)
+    def log_artifact(self, run: str | None, path: Path, folder: str | None = None) -> None:
+        if run:
+            self.writer.submit("log_artifact", run=run, path=str(Path(path).resolve()),
+                               folder=folder)
 
-    def end_run(self, run_id: str | None, status: str) -> None:
-        if run_id:
-            self._try(self.store.end_run, run_id, status)
+    def log_dataset(self, run: str | None, name: str, digest: str, source: str,
+                    context: str) -> None:
+        """An input dataset of the run (MLflow's Datasets tab), by name and content digest."""
+        if run:
+            self.writer.submit("log_dataset", run=run, name=name, digest=digest, source=source,
+                               context=context)
+
+    def end_run(self, run: str | None, status: str) -> None:
+        if run:
+            self.writer.submit("end_run", run=run, status=status, end_ms=now_ms())
+
+
+def _plain(params: dict) -> dict:
+    """Values as MLflow shows them, and as JSON can queue them."""
+    return {str(k): v if isinstance(v, (bool, int, float, str)) or v is None else str(v)
+            for k, v in params.items()}

@@ -8,6 +8,7 @@ on a store error (the search) wraps this in ``search_runs.SearchRuns``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.tracking import names
+from pipeline.workspace import home, in_experiment_copy
 
 log = logging.getLogger(__name__)
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
@@ -31,22 +33,41 @@ def resolve_uri(configured: str | None) -> str:
     (whose folder is created)."""
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or names.DEFAULT_TRACKING_URI
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(uri[len("sqlite:///"):])
+        if in_experiment_copy(db):  # a DVC temp experiment: the project's own store
+            db = home(db)
+            uri = f"sqlite:///{db}"
+        db.parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def default_artifact_root() -> Path:
+    """Where runs of a new experiment keep their artifacts: mlruns/artifacts of the project."""
+    return home(names.DEFAULT_ARTIFACT_ROOT)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed store call may succeed later: transport errors and 5xx (or 429)
+    answers yes, other 4xx answers (a value MLflow will never accept) no."""
+    cause = exc.__cause__ if isinstance(exc, TrackingError) and exc.__cause__ else exc
+    status = getattr(cause, "get_http_status_code", None)
+    if status is None:  # not an answer of the store: a transport error, unless it is a bug
+        return not isinstance(cause, (TypeError, ValueError, KeyError, AttributeError))
+    return status() >= 500 or status() == 429
 
 
 class TrackingStore:
     """One experiment of one MLflow store; created if missing, its artifacts under
     ``artifact_root``. Raises ``TrackingError`` if the store cannot be opened."""
 
-    def __init__(self, uri: str, experiment: str,
-                 artifact_root: Path = names.DEFAULT_ARTIFACT_ROOT, attempts: int = 3):
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None,
+                 attempts: int = 3):
         from mlflow.tracking import MlflowClient
 
         self.uri, self.attempts = uri, attempts
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self.call("open the experiment", self._experiment, experiment,
-                                       Path(artifact_root))
+                                       Path(artifact_root or default_artifact_root()))
 
     @classmethod
     def from_params(cls, tracking) -> TrackingStore | None:
@@ -76,7 +97,7 @@ class TrackingStore:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # the store may be busy, remote, or down
-                if attempt == attempts:
+                if attempt == attempts or not is_transient(exc):
                     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                     raise TrackingError(f"MLflow store {self.uri}: {what} failed after "
                                         f"{attempt} attempt(s) ({type(exc).__name__}: "
@@ -85,17 +106,21 @@ class TrackingStore:
                 delay *= 2
 
     # --- runs ---------------------------------------------------------------------------------
-    def create_run(self, name: str, tags: dict, parent: str | None = None) -> str:
+    def create_run(self, name: str, tags: dict, parent: str | None = None,
+                   start_ms: int | None = None) -> str:
+        """A new run; ``start_ms``: when it really started (a queued write is sent later)."""
         tags = {**tags, **({names.PARENT_RUN: parent} if parent else {})}
         run = self.call(f"create run {name}", self.client.create_run, self.experiment_id,
-                        run_name=name, tags={k: str(v) for k, v in tags.items()})
+                        run_name=name, tags={k: str(v) for k, v in tags.items()},
+                        start_time=start_ms)
         return run.info.run_id
 
     def reopen_run(self, run_id: str) -> None:
         self.call("reopen a run", self.client.update_run, run_id, status="RUNNING")
 
-    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
-        self.call("end a run", self.client.set_terminated, run_id, status=status)
+    def end_run(self, run_id: str, status: str = "FINISHED", end_ms: int | None = None) -> None:
+        self.call("end a run", self.client.set_terminated, run_id, status=status,
+                  end_time=end_ms)
 
     def log_params(self, run_id: str, params: dict) -> None:
         from mlflow.entities import Param
@@ -105,12 +130,14 @@ class TrackingStore:
             self.call("log params", self.client.log_batch, run_id,
                       params=items[start:start + PARAMS_PER_BATCH])
 
-    def log_metrics(self, run_id: str, metrics: dict, step: int = 0) -> None:
-        """All metrics of one step in a single call (each store round trip costs ms)."""
+    def log_metrics(self, run_id: str, metrics: dict, step: int = 0,
+                    timestamp_ms: int | None = None) -> None:
+        """All metrics of one step in a single call (each store round trip costs ms);
+        ``timestamp_ms``: when they were measured (default: now)."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        when = timestamp_ms or int(time.time() * 1000)
+        batch = [Metric(k, float(v), when, step) for k, v in metrics.items() if v is not None]
         if batch:
             self.call("log metrics", self.client.log_batch, run_id, metrics=batch)
 
@@ -127,6 +154,18 @@ class TrackingStore:
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self.call(f"log artifacts of {folder}", self.client.log_artifacts, run_id, str(folder),
                   artifact_path)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str,
+                    context: str) -> None:
+        """An input of the run, shown in MLflow's Datasets column: a name, a content digest
+        and where it lies; ``context`` is its role (training, validation...)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local",
+                          source=json.dumps({"uri": source}))
+        tags = [InputTag(names.DATASET_CONTEXT, context)]
+        self.call(f"log dataset {name}", self.client.log_inputs, run_id,
+                  [DatasetInput(dataset, tags)])
 
     def find_runs(self, filter_string: str, order_by: list[str] | None = None,
                   max_results: int = 1000) -> list:

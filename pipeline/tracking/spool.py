@@ -1,0 +1,184 @@
+"""Writes to MLflow that never block training and survive an outage or a kill.
+
+Each write is appended to a spool file (JSON lines) and queued; one background thread applies
+the queue in order. A write the store refuses for a while (network down, server restarting, a
+busy database) is retried with backoff until it goes through; a write the store rejects for
+good (a 4xx answer: bad value) is reported and skipped. Applied writes are marked in the spool,
+so a killed process leaves exactly the writes still to do, and the next writer on the same
+spool applies them first. New runs get a local key at once; the key maps to the MLflow run id
+once the run exists, and later writes to the key go to that run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+from pipeline.tracking.store import TrackingError, TrackingStore, is_transient
+
+log = logging.getLogger(__name__)
+LOCAL = "local:"  # prefix of a run key whose MLflow run is not created yet
+MAX_BACKOFF_S = 10.0
+
+
+def now_ms() -> int:
+    """A timestamp taken when a write is queued: runs and metrics show when things happened,
+    not when the store got them."""
+    return int(time.time() * 1000)
+
+
+def run_ref(key: str) -> dict:
+    """A tag value that is a run's id, written once that run exists (a key may be local)."""
+    return {"run_ref": key}
+
+
+class SpooledWriter:
+    def __init__(self, store: TrackingStore, spool: Path | None = None,
+                 first_backoff_s: float = 0.5):
+        self.store, self.spool, self.first_backoff_s = store, spool, first_backoff_s
+        self.run_ids: dict[str, str] = {}  # local key -> MLflow run id
+        self.failures = 0  # writes skipped for good
+        self.retries = 0  # failed attempts of writes that went through later
+        self._pending: deque[dict] = deque()
+        self._seq = 0
+        self._lock = threading.Condition()
+        self._file_lock = threading.Lock()
+        if spool is not None:
+            spool.parent.mkdir(parents=True, exist_ok=True)
+            self._replay(spool)
+        self._thread = threading.Thread(target=self._work, name="mlflow-writer", daemon=True)
+        self._thread.start()
+
+    # --- the training thread's side: never waits on the store ----------------------------------
+    def new_run(self, name: str, tags: dict, parent: str | None = None) -> str:
+        key = f"{LOCAL}{uuid.uuid4().hex}"
+        self.submit("create_run", key=key, name=name, tags=tags, parent=parent,
+                    start_ms=now_ms())
+        return key
+
+    def submit(self, op: str, **args) -> None:
+        with self._lock:
+            self._seq += 1
+            entry = {"seq": self._seq, "op": op, "args": args}
+            self._append(entry)
+            self._pending.append(entry)
+            self._lock.notify()
+
+    def drain(self, timeout_s: float) -> int:
+        """Wait until every queued write went through, at most ``timeout_s``; returns how many
+        are left (they stay in the spool for the next writer)."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._pending and time.monotonic() < deadline:
+                self._lock.wait(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
+            return len(self._pending)
+
+    def resolve(self, run: str | None) -> str | None:
+        """The MLflow run id of a key (None while its run is not created)."""
+        if run is None or not run.startswith(LOCAL):
+            return run
+        return self.run_ids.get(run)
+
+    # --- the writer thread ---------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._lock.wait()
+                entry = self._pending[0]
+            self._apply_until_done(entry)
+            with self._lock:
+                self._pending.popleft()
+                self._append({"done": entry["seq"]})
+                self._lock.notify_all()
+
+    def _apply_until_done(self, entry: dict) -> None:
+        backoff, waited = self.first_backoff_s, False
+        while True:
+            try:
+                self._apply(entry["op"], dict(entry["args"]))
+                if waited:
+                    log.info("MLflow: the store answers again; %d write(s) still queued",
+                             len(self._pending) - 1)
+                return
+            except Exception as exc:
+                if not (isinstance(exc, TrackingError) and is_transient(exc)):
+                    self.failures += 1
+                    log.warning("MLflow: %s skipped: %s", entry["op"], _first_line(exc))
+                    return
+                self.retries += 1
+                if not waited:
+                    log.warning("MLflow: %s waits for the store (%s); training goes on and "
+                                "the writes queue up in %s", entry["op"], _first_line(exc),
+                                self.spool or "memory")
+                waited = True
+                time.sleep(backoff)
+                backoff = min(2 * backoff, MAX_BACKOFF_S)
+
+    def _apply(self, op: str, args: dict) -> None:
+        if op == "create_run":
+            parent = self._run(args["parent"]) if args["parent"] else None
+            run_id = self.store.create_run(args["name"], args["tags"], parent,
+                                           args.get("start_ms"))
+            self.run_ids[args["key"]] = run_id
+            self._append({"run": args["key"], "id": run_id})
+            return
+        run_id = self._run(args.pop("run"))
+        if op == "set_tags":
+            args["tags"] = {k: self._run(v["run_ref"]) if isinstance(v, dict) else v
+                            for k, v in args["tags"].items()}
+        getattr(self.store, op)(run_id, **args)
+
+    def _run(self, run: str) -> str:
+        run_id = self.resolve(run)
+        if run_id is None:  # its creation was skipped for good: so is every write to it
+            raise LookupError(f"run {run} was never created")
+        return run_id
+
+    # --- the spool file -------------------------------------------------------------------------
+    def _append(self, record: dict) -> None:
+        if self.spool is None:
+            return
+        with self._file_lock, open(self.spool, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _replay(self, spool: Path) -> None:
+        """Queue the writes an earlier process left undone, and its run keys."""
+        if not spool.is_file():
+            return
+        entries, done = [], set()
+        for line in spool.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a killed writer
+                continue
+            if "run" in record:
+                self.run_ids[record["run"]] = record["id"]
+            elif "done" in record:
+                done.add(record["done"])
+            elif "seq" in record:
+                entries.append(record)
+        left = [e for e in entries if e["seq"] not in done]
+        spool.unlink()
+        for key, run_id in self.run_ids.items():
+            self._append({"run": key, "id": run_id})
+        for entry in left:
+            self.submit(entry["op"], **entry["args"])
+        if left:
+            log.info("MLflow: %d write(s) an earlier run left undone are queued again", len(left))
+
+    def forget_spool(self) -> None:
+        """After a full drain: nothing left to replay."""
+        with self._lock:
+            if self.spool is not None and not self._pending:
+                self.spool.unlink(missing_ok=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
