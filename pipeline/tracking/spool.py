@@ -43,7 +43,6 @@ class SpooledWriter:
         self.store, self.spool, self.first_backoff_s = store, spool, first_backoff_s
         self.run_ids: dict[str, str] = {}  # local key -> MLflow run id
         self.failures = 0  # writes skipped for good
-        self.retries = 0  # failed attempts of writes that went through later
         self._pending: deque[dict] = deque()
         self._seq = 0
         self._lock = threading.Condition()
@@ -111,7 +110,6 @@ class SpooledWriter:
                     self.failures += 1
                     log.warning("MLflow: %s skipped: %s", entry["op"], _first_line(exc))
                     return
-                self.retries += 1
                 if not waited:
                     log.warning("MLflow: %s waits for the store (%s); training goes on and "
                                 "the writes queue up in %s", entry["op"], _first_line(exc),
