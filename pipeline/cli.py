@@ -44,6 +44,18 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_replicate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    space = Path(args.space or f"search_spaces/{args.family}.yaml")
+    from pipeline.replicate import run_replicate  # imports Keras, KerasTuner
+
+    run_replicate(params, args.family, space, Path(args.data), Path(args.models),
+                  Path(args.results))
+    return EXIT_OK
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
@@ -51,7 +63,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate import run_evaluate  # imports Keras
 
     run_evaluate(params, Path(args.data), Path(args.models), Path(args.results),
-                 Path(args.metrics))
+                 Path(args.metrics), Path(args.timings))
     return EXIT_OK
 
 
@@ -216,11 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
                              "before it reports them orphaned (%(default)s)")
     tune.set_defaults(handler=_cmd_tune)
 
+    replicate = commands.add_parser(
+        "replicate", help="train one family's best configuration again with other seeds",
+        description="Train the best configuration of the tune stage with seeds tune.seed + 1 "
+                    "... up to tune.final_seeds trainings in all (the tune stage's model is the "
+                    "first), under the same budget rule; evaluate reports their spread.",
+    )
+    replicate.add_argument("--family", required=True, choices=FAMILY_NAMES)
+    replicate.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
+    replicate.set_defaults(handler=_cmd_replicate)
+
     evaluate = commands.add_parser(
         "evaluate", help="test-set verdict: CNN vs FC with intervals and McNemar's test",
         description="Evaluate each family's final model on the official test split (never used "
                     "for selection) and compare them on the same images.",
     )
+    evaluate.add_argument("--timings", default="timings.json",
+                          help="training and inference speed (%(default)s)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     report = commands.add_parser(
@@ -276,13 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (evaluate, report, publish):
         sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
-    for sub in (prepare, tune, evaluate, publish, retune, history, ui, check, show):
+    for sub in (prepare, tune, replicate, evaluate, publish, retune, history, ui, check, show):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
-    for sub in (tune, evaluate, report, publish):  # the folders the later stages share
+    for sub in (tune, replicate, evaluate, report, publish):  # folders later stages share
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
-    for sub in (tune, evaluate, publish):
+    for sub in (tune, replicate, evaluate, publish):
         sub.add_argument("--models", default="models", help="best models (%(default)s)")
-    for sub in (tune, evaluate, retune):
+    for sub in (tune, replicate, evaluate, retune):
         sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 

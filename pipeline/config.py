@@ -42,6 +42,9 @@ class PrepareParams(Section):
     source: str = "keras-cache"
     checksums: Literal["strict", "warn"] = "strict"
     val_fraction: Fraction = 0.1
+    # share of each class held out for the retune job's promotion decision: never searched on,
+    # trained on or selected on by the pipeline (0: none; retune then refuses to run)
+    holdout_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     train_per_class: Annotated[int, Field(ge=1)] | None = None  # None: all that remain
     test_per_class: Annotated[int, Field(ge=1)] | None = None  # None: the full test split
     seed: Annotated[int, Field(ge=0)] = 42
@@ -91,6 +94,12 @@ class TuneParams(Section):
     # every search trial is capped at the same rate (seconds per image) on its own epochs.
     final_epochs: Annotated[int, Field(ge=1)] = 10
     final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
+    # trainings of the best configuration per family, seeds seed, seed + 1...: the tune stage
+    # trains the first, the replicate stage the others; evaluate reports their spread
+    final_seeds: Annotated[int, Field(ge=1, le=20)] = 1
+    # true: every budget is a count (trials, epochs), never the clock, and Keras' op
+    # determinism is on, so two runs with the same params give the same results (on CPU)
+    deterministic: bool = False
     max_consecutive_failures: Annotated[int, Field(ge=1)] = 3
     seed: Annotated[int, Field(ge=0)] = 1
     # auto: data parallel over 2+ GPUs of this host; on: over every device (CPU ones too);
@@ -256,12 +265,19 @@ def _check_prepare(path: Path, prepare: PrepareParams) -> None:
             f"{spec.title} has only {', '.join(spec.label_keys)} labels",
         )
     per_class = spec.train_per_class[prepare.label_mode]
-    train_left = per_class - round(per_class * prepare.val_fraction)
+    if prepare.val_fraction + prepare.holdout_fraction >= 1:
+        raise ConfigError(
+            path, "prepare.holdout_fraction", prepare.holdout_fraction,
+            f"with val_fraction {prepare.val_fraction} it leaves no training images",
+        )
+    train_left = (per_class - round(per_class * prepare.val_fraction)
+                  - round(per_class * prepare.holdout_fraction))
     if prepare.train_per_class is not None and prepare.train_per_class > train_left:
         raise ConfigError(
             path, "prepare.train_per_class", prepare.train_per_class,
             f"larger than the data: {spec.title} has {per_class} training images per class, "
-            f"{train_left} after a validation fraction of {prepare.val_fraction}",
+            f"{train_left} after validation and holdout fractions of {prepare.val_fraction} and "
+            f"{prepare.holdout_fraction}",
         )
     test_available = spec.test_per_class[prepare.label_mode]
     if prepare.test_per_class is not None and prepare.test_per_class > test_available:

@@ -23,20 +23,24 @@ from pipeline.config import Params
 from pipeline.data import store
 from pipeline.errors import DataError
 from pipeline.families import FAMILY_NAMES as FAMILIES
+from pipeline.seeds import first_seed, seed_models
 from pipeline.stats import bootstrap_accuracy_ci, mcnemar_exact
 
 log = logging.getLogger(__name__)
 
 
 def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: Path,
-                 metrics_path: Path) -> dict:
+                 metrics_path: Path, timings_path: Path | None = None) -> dict:
+    """Writes ``metrics_path`` (what the models score: the same for the same models) and
+    ``timings_path`` (how fast this machine trained and ran them; default: timings.json beside
+    the metrics)."""
     e = params.evaluate
     meta = store.load_meta(data_dir)
     x_test, y_test = (np.asarray(a) for a in store.load_split(data_dir, "test"))
     names = meta["class_names"]
     out_dir = results_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, correct = {}, {}
+    metrics, timings, correct, seed_rows = {}, {}, {}, []
     for family in FAMILIES:
         model = load_model(models_dir / family / "best.keras")
         result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size, e.flip_tta)
@@ -44,12 +48,19 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
         # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
         result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
-        result.update(_training_facts(results_dir / family / "best_hparams.json"))
+        facts = _training_facts(results_dir / family / "best_hparams.json")
+        timings[family] = {"train_seconds": facts.pop("train_seconds", None),
+                           "images_per_second": result.pop("images_per_second")}
+        result.update(facts)
+        best = store.read_json(results_dir / family / "best_hparams.json", "the tune stage")
+        rows = _seed_rows(family, result, models_dir, best["hyperparameters"], x_test, y_test, e)
+        result["seeds"] = seed_summary([row["test_accuracy"] for row in rows])
+        seed_rows += rows
         metrics[family] = result
         _write_per_class(out_dir / f"{family}_per_class.json", y_test, predicted, names)
         _write_predictions(out_dir / f"{family}_predictions.csv", y_test, predicted, names)
-        log.info("%s: test accuracy %.4f (95%% CI %.4f-%.4f), %d parameters", family,
-                 result["test_accuracy"], low, high, result["params"])
+        log.info("%s: test accuracy %.4f (95%% CI %.4f-%.4f), %d parameters%s", family,
+                 result["test_accuracy"], low, high, result["params"], _describe_seeds(result))
     verdict = mcnemar_exact(correct["cnn"], correct["fc"])
     metrics["dataset"] = meta["dataset"]
     metrics["comparison"] = {
@@ -59,11 +70,72 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         "only_cnn_correct": verdict["only_first_correct"],
         "only_fc_correct": verdict["only_second_correct"],
         "test_images": int(len(y_test)),
+        **seed_comparison([r["test_accuracy"] for r in seed_rows if r["family"] == "cnn"],
+                          [r["test_accuracy"] for r in seed_rows if r["family"] == "fc"]),
     }
     log.info("CNN - FC: %+.4f accuracy, exact McNemar p = %.3g",
              metrics["comparison"]["accuracy_difference"], verdict["p_value"])
+    _write_seed_table(out_dir / "seeds.csv", seed_rows)
     store.atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    timings_path = timings_path or metrics_path.with_name("timings.json")
+    store.atomic_write_bytes(timings_path, (json.dumps(timings, indent=2) + "\n").encode())
     return metrics
+
+
+def _seed_rows(family: str, first: dict, models_dir: Path, hyperparameters: dict, x_test,
+               y_test, e) -> list[dict]:
+    """One row per training of the family's best configuration: the tune stage's model
+    (already evaluated: ``first``), then each replicate's."""
+    rows = [{"family": family, "seed": first_seed(models_dir, family),
+             "test_accuracy": first["test_accuracy"],
+             "test_accuracy_single_view": first["test_accuracy_single_view"]}]
+    for seed, path in seed_models(models_dir, family, hyperparameters):
+        result, _ = _evaluate_model(load_model(path), x_test, y_test, e.batch_size, e.flip_tta)
+        rows.append({"family": family, "seed": seed, "test_accuracy": result["test_accuracy"],
+                     "test_accuracy_single_view": result["test_accuracy_single_view"]})
+    return rows
+
+
+def seed_summary(accuracies: list[float]) -> dict:
+    """Mean and sample standard deviation of one family's test accuracy over its seeds (the
+    spread needs two seeds at least)."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    summary = {"count": len(values), "test_accuracy_mean": round(float(values.mean()), 4)}
+    if len(values) > 1:
+        summary.update(test_accuracy_std=round(float(values.std(ddof=1)), 4),
+                       test_accuracy_min=round(float(values.min()), 4),
+                       test_accuracy_max=round(float(values.max()), 4))
+    return summary
+
+
+def seed_comparison(cnn: list[float], fc: list[float]) -> dict:
+    """The CNN - FC gap of the seed means, and Welch's t-test of it against the spread of
+    training runs (two seeds per family at least; none otherwise)."""
+    if len(cnn) < 2 or len(fc) < 2:
+        return {}
+    from scipy.stats import ttest_ind
+
+    test = ttest_ind(cnn, fc, equal_var=False)
+    p_value = float(test.pvalue) if np.isfinite(test.pvalue) else 1.0
+    return {"seed_mean_difference": round(float(np.mean(cnn) - np.mean(fc)), 4),
+            "seed_welch_p_value": p_value}
+
+
+def _describe_seeds(result: dict) -> str:
+    seeds = result["seeds"]
+    if seeds["count"] < 2:
+        return ""
+    return (f"; over {seeds['count']} seeds {seeds['test_accuracy_mean']:.4f} "
+            f"+- {seeds['test_accuracy_std']:.4f}")
+
+
+def _write_seed_table(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["family", "seed", "test_accuracy",
+                                                "test_accuracy_single_view"])
+    writer.writeheader()
+    writer.writerows(rows)
+    store.atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def load_model(path: Path):

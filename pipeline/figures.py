@@ -51,6 +51,31 @@ def test_accuracy(metrics: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def seed_spread(seeds: pd.DataFrame, path: Path) -> Path:
+    """Per family, one panel on its own scale: each seed's test accuracy (dots) and their mean
+    (line), so a spread of tenths of a point is visible beside a gap of many points."""
+    families = [f for f in FAMILY_LABELS if f in set(seeds["family"])]
+    fig, axes = plt.subplots(1, len(families), figsize=(3.6 * len(families), 3.4),
+                             squeeze=False, layout="constrained")
+    for ax, family in zip(axes[0], families, strict=True):
+        rows = seeds[seeds["family"] == family]
+        values = 100 * rows["test_accuracy"].to_numpy(dtype=float)
+        ax.scatter(np.zeros(len(values)), values, color=COLORS[family], zorder=3)
+        for seed, value in zip(rows["seed"], values, strict=True):
+            ax.annotate(f"seed {seed}", (0, value), textcoords="offset points", xytext=(8, -3),
+                        fontsize=8)
+        ax.axhline(values.mean(), color=COLORS[family], linestyle="--", linewidth=1)
+        spread = f" +- {values.std(ddof=1):.2f}" if len(values) > 1 else ""
+        ax.set_title(f"{FAMILY_LABELS[family]}\nmean {values.mean():.2f}%{spread}")
+        ax.set_xticks([])
+        ax.set_xlim(-0.5, 1.5)
+        pad = max(0.2, (values.max() - values.min()) * 0.3)
+        ax.set_ylim(values.min() - pad, values.max() + pad)
+        ax.set_ylabel("test accuracy (%)")
+    fig.suptitle("Test accuracy of each training of the best configuration (seeds)")
+    return _save(fig, path)
+
+
 def learning_curves(final: dict[str, pd.DataFrame], search: dict[str, pd.DataFrame],
                     best_trials: dict[str, list[str]], path: Path) -> Path:
     """Per family: validation accuracy of the best search trials and of the final training."""

@@ -22,6 +22,15 @@ def versions(store, name: str) -> list[tuple]:
             for v in sorted(found, key=lambda v: int(v.version))]
 
 
+def tried_configurations(store, family: str, dataset: str) -> set[str]:
+    """Digests of every configuration a search of this family and dataset tried so far (the
+    pipeline's and every retune's)."""
+    runs = store.find_runs(f"{names.tag_is(names.FAMILY, family)} and "
+                           f"{names.tag_is(names.DATASET, dataset)} and "
+                           f"{names.tag_set(names.CONFIG_DIGEST)}", max_results=50_000)
+    return {run.data.tags[names.CONFIG_DIGEST] for run in runs}
+
+
 def history(store, dataset: str, families: list[str]) -> str:
     lines = []
     for family in families:
@@ -35,6 +44,8 @@ def history(store, dataset: str, families: list[str]) -> str:
             by = v.tags.get(names.VERSION_REGISTERED_BY, "-")
             lines.append(f"  {v.version:>7}  {_date(v.creation_timestamp):16}  {accuracy:>8}  "
                          f"{by:8}  {', '.join(aliases) or '-'}")
+        lines.append(f"  {family}: {len(tried_configurations(store, family, dataset))} "
+                     "configurations tried in all searches (the pipeline's and the retunes')")
     runs = store.find_runs(names.tag_is(names.ROLE, names.ROLE_RETUNE),
                            order_by=["attributes.start_time ASC"])
     lines.append(f"retune runs: {len(runs)}")

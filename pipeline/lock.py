@@ -1,4 +1,4 @@
-"""One retune at a time: an exclusive, non-blocking ``flock`` on a lock file.
+"""One writer of the registry's aliases at a time: an exclusive ``flock`` on a lock file.
 
 The kernel drops a ``flock`` when its holder dies, however it dies (even ``kill -9``), so a lock
 left by a dead process is never in the way: the file may remain, the lock does not. The file
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
 from pathlib import Path
 
 from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class LockHeld(UserError):
@@ -24,24 +27,33 @@ class LockHeld(UserError):
 
 
 class RunLock:
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    """The registry's lock: a retune holds it for its whole run, publish while it registers
+    and sets the first champion. ``wait_s``: how long to wait for a holder (0: not at all)."""
+
+    def __init__(self, path: Path, purpose: str = "retune", wait_s: float = 0.0):
+        self.path, self.purpose, self.wait_s = Path(path), purpose, wait_s
         self._handle = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115  (held until __exit__)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline, told = time.monotonic() + self.wait_s, False
+        while not _try_lock(handle):
             handle.seek(0)
             holder = _describe(handle.read())
-            handle.close()
-            raise LockHeld(f"{self.path}: another retune is running ({holder}); "
-                           "this one exits without touching anything") from None
+            if time.monotonic() >= deadline:
+                handle.close()
+                waited = f" after waiting {self.wait_s / 60:.0f} min" if self.wait_s else ""
+                raise LockHeld(f"{self.path}: {holder}{waited}; this {self.purpose} exits "
+                               "without touching anything")
+            if not told:
+                log.info("%s: %s; waiting up to %.0f min", self.path, holder, self.wait_s / 60)
+                told = True
+            time.sleep(1.0)
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "command": self.purpose,
                                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
         handle.flush()
         self._handle = handle
@@ -55,9 +67,18 @@ class RunLock:
             self._handle = None
 
 
+def _try_lock(handle) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def _describe(text: str) -> str:
     try:
         holder = json.loads(text)
-        return f"pid {holder['pid']} on {holder['host']} since {holder['started']}"
+        return (f"another {holder.get('command', 'retune')} is running (pid {holder['pid']} "
+                f"on {holder['host']} since {holder['started']})")
     except (ValueError, KeyError, TypeError):
-        return "holder unknown"
+        return "another retune or publish holds it (holder unknown)"

@@ -41,14 +41,16 @@ def run_prepare(params: Params, params_file: Path, out_dir: Path, preview_path: 
     check_class_counts(full_test, num_classes, f"{spec.title} test files")
     _check_subset_fits(full_train, full_test, p, num_classes)
 
-    log.info("[2/4] splitting %d training images (validation fraction %g, seed %d)",
-             len(full_train.labels), p.val_fraction, p.seed)
-    train_idx, val_idx = stratified_split(full_train.labels, p.val_fraction, p.seed,
-                                          p.train_per_class)
+    log.info("[2/4] splitting %d training images (validation fraction %g, holdout fraction %g, "
+             "seed %d)", len(full_train.labels), p.val_fraction, p.holdout_fraction, p.seed)
+    train_idx, val_idx, holdout_idx = stratified_split(full_train.labels, p.val_fraction, p.seed,
+                                                       p.train_per_class, p.holdout_fraction)
     test_idx = per_class_subset(full_test.labels, p.test_per_class, p.seed)
     splits = {
         "train": (full_train.images[train_idx], full_train.labels[train_idx]),
         "val": (full_train.images[val_idx], full_train.labels[val_idx]),
+        # the retune job's promotion split: no search and no training ever reads it
+        "holdout": (full_train.images[holdout_idx], full_train.labels[holdout_idx]),
         "test": (full_test.images[test_idx], full_test.labels[test_idx]),
     }
     mean, std = channel_mean_std(splits["train"][0])
@@ -111,7 +113,8 @@ def _summary(status: dict[str, str]) -> str:
 def _check_subset_fits(train, test, p, num_classes: int) -> None:
     """The config checks sizes against the published dataset; this checks the actual files."""
     smallest_train = int(np.bincount(train.labels, minlength=num_classes).min())
-    left = smallest_train - max(1, round(smallest_train * p.val_fraction))
+    left = (smallest_train - max(1, round(smallest_train * p.val_fraction))
+            - round(smallest_train * p.holdout_fraction))
     if p.train_per_class is not None and p.train_per_class > left:
         raise DataError(f"prepare.train_per_class = {p.train_per_class}: larger than the data "
                         f"(the smallest class has {left} training images after validation)")

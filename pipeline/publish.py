@@ -7,11 +7,14 @@ alias ``champion`` is set only when the registered model has none yet: promoting
 is a decision (the retune job's), not a side effect of rerunning the pipeline.
 
 Publishing is all MLflow, so a store error stops it (one line, exit 1), with the evaluation run
-marked FAILED when it got that far.
+marked FAILED when it got that far. It holds the retune job's lock while it registers (waiting
+up to 30 min for a running retune), so the "no champion yet" check and the alias it then sets
+cannot interleave with a retune's promotion.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
@@ -20,10 +23,13 @@ from pipeline.config import Params
 from pipeline.data import store as files
 from pipeline.evaluate import load_model
 from pipeline.families import FAMILIES
+from pipeline.lock import RunLock
 from pipeline.tracking import names, registry
 from pipeline.tracking.store import TrackingStore, resolve_uri
+from pipeline.workspace import home
 
 log = logging.getLogger(__name__)
+LOCK_WAIT_S = 30 * 60  # a retune holding the lock: wait for it rather than fail the pipeline
 
 
 def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_path: Path,
@@ -34,16 +40,33 @@ def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_pat
         return _write(out_path, {"evaluation_run": None,
                                  "tracking_uri": resolve_uri(params.tracking.uri),
                                  "models": {}})
+    # the retune job's lock: the first champion is set by one writer of the aliases at a time
+    with RunLock(home(params.retune.lock_file), "publish", wait_s=LOCK_WAIT_S):
+        registered, run_id = _publish(store, models_dir, results_dir, metrics_path, report_dir)
+    for family, entry in registered.items():
+        log.info("%s: registered %s version %s%s", family, entry["name"], entry["version"],
+                 f" (alias {names.CHAMPION})" if entry["champion"] else "")
+    return _write(out_path, {"evaluation_run": run_id, "tracking_uri": store.uri,
+                             "models": registered})
+
+
+def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_path: Path,
+             report_dir: Path) -> tuple[dict, str]:
     metrics = files.read_json(metrics_path)
     bests = {f: files.read_json(results_dir / f / "best_hparams.json") for f in FAMILIES}
     dataset = metrics.get("dataset", "cifar10")
-    tags = {names.ROLE: names.ROLE_EVALUATION, "dataset": dataset,
+    tags = {names.ROLE: names.ROLE_EVALUATION, names.DATASET: dataset,
             **{names.family_search_tag(f): bests[f].get("mlflow_parent_run") or ""
                for f in FAMILIES}}
     run_id = store.create_run(names.EVALUATION_RUN, tags)
     try:
-        store.log_metrics(run_id, flat_metrics(metrics))
+        timings_path = metrics_path.with_name("timings.json")
+        timings = files.read_json(timings_path) if timings_path.is_file() else {}
+        store.log_metrics(run_id, {**flat_metrics(metrics), **flat_metrics(timings)})
         store.log_artifact(run_id, metrics_path)
+        if timings:
+            store.log_artifact(run_id, timings_path)
+        _log_seeds(store, run_id, results_dir / "evaluation" / "seeds.csv")
         if report_dir.is_dir():
             store.log_artifacts(run_id, report_dir, "report")
         registered = {family: _register(store, family, dataset, run_id, metrics[family],
@@ -53,11 +76,7 @@ def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_pat
         store.end_run(run_id, "FAILED")
         raise
     store.end_run(run_id, "FINISHED")
-    for family, entry in registered.items():
-        log.info("%s: registered %s version %s%s", family, entry["name"], entry["version"],
-                 f" (alias {names.CHAMPION})" if entry["champion"] else "")
-    return _write(out_path, {"evaluation_run": run_id, "tracking_uri": store.uri,
-                             "models": registered})
+    return registered, run_id
 
 
 def _register(store: TrackingStore, family: str, dataset: str, run_id: str, scores: dict,
@@ -73,6 +92,20 @@ def _register(store: TrackingStore, family: str, dataset: str, run_id: str, scor
     return {"name": name, "version": version,
             "champion": registry.set_champion_if_none(store, name, version),
             "model_uri": f"models:/{name}/{version}"}
+
+
+def _log_seeds(store: TrackingStore, run_id: str, table: Path) -> None:
+    """Each training's test accuracy as <family>_seed_test_accuracy, one step per seed (the
+    UI charts them), and the table itself."""
+    if not table.is_file():
+        return
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for family in FAMILIES:
+        for step, row in enumerate(r for r in rows if r["family"] == family):
+            store.log_metrics(run_id, {f"{family}_seed_test_accuracy":
+                                       float(row["test_accuracy"])}, step)
+    store.log_artifact(run_id, table)
 
 
 def _write(out_path: Path, result: dict) -> dict:

@@ -23,6 +23,10 @@ MIN_TRIALS_FOR_IMPORTANCE = 4
 
 def run_report(results_dir: Path, metrics_path: Path, out_dir: Path) -> Path:
     metrics = store.read_json(metrics_path)
+    timings_path = metrics_path.with_name("timings.json")
+    timings = store.read_json(timings_path) if timings_path.is_file() else {}
+    seeds_path = results_dir / "evaluation" / "seeds.csv"
+    seeds = read_table(seeds_path) if seeds_path.is_file() else None
     per_family = {family: _family_inputs(results_dir, family) for family in FAMILIES}
     per_class = {f: store.read_json(results_dir / "evaluation" / f"{f}_per_class.json")
                  for f in FAMILIES}
@@ -42,6 +46,8 @@ def run_report(results_dir: Path, metrics_path: Path, out_dir: Path) -> Path:
                 fig_dir / "accuracy_vs_params.png"),
             "confusion": figures.confusion_matrices(per_class,
                                                     fig_dir / "confusion_matrices.png")}
+    if seeds is not None and len(seeds):
+        made["seeds"] = figures.seed_spread(seeds, fig_dir / "seeds.png")
     for family in FAMILIES:
         if len(done[family]):
             made[f"effects_{family}"] = figures.hyperparameter_effects(
@@ -50,7 +56,7 @@ def run_report(results_dir: Path, metrics_path: Path, out_dir: Path) -> Path:
     if rankings:
         made["importance"] = figures.importance(rankings, fig_dir / "importance.png")
 
-    text = _markdown(metrics, per_family, done, lesson_tables, rankings, per_class,
+    text = _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_class,
                      {k: p.relative_to(out_dir).as_posix() for k, p in made.items()},
                      (out_dir / "augmentation_preview.png").is_file())
     report = out_dir / "comparison.md"
@@ -102,7 +108,7 @@ def _optional_table(path: Path) -> pd.DataFrame | None:
 
 
 # --- markdown ----------------------------------------------------------------------------------
-def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, figs,
+def _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_class, figs,
               has_preview) -> str:
     cnn, fc, comparison = metrics["cnn"], metrics["fc"], metrics["comparison"]
     dataset = metrics.get("dataset", "cifar10").upper().replace("CIFAR", "CIFAR-")
@@ -114,16 +120,20 @@ def _markdown(metrics, per_family, done, lesson_tables, rankings, per_class, fig
              f"({100 * m['test_accuracy_ci95']['low']:.2f}-"
              f"{100 * m['test_accuracy_ci95']['high']:.2f})"),
             ("single-view test accuracy", lambda m, _: _single_view(m)),
+            ("over the seeds (mean +- std)", lambda m, _: _over_seeds(m)),
             ("test loss", lambda m, _: f"{m['test_loss']:.3f}"),
             ("parameters", lambda m, _: f"{m['params']:,}"),
             ("final training", lambda _, f: _final_training(per_family[f]["best"])),
-            ("inference", lambda m, _: f"{m['images_per_second']:,.0f} images/s"),
+            ("inference", lambda _, f: _speed(timings.get(f, {}))),
             ("search", lambda _, f: f"{len(done[f])} of {len(per_family[f]['trials'])} trials "
              f"completed, best val {100 * per_family[f]['best']['search_score']:.1f}%")]
     out += ["| | CNN | Fully connected |", "|---|---|---|"]
     out += [f"| {label} | {cell(cnn, 'cnn')} | {cell(fc, 'fc')} |" for label, cell in rows]
-    out += ["", _verdict_sentence(comparison, cnn, fc), "", _budget_rule(per_family, cnn), "",
-            f"![Test accuracy]({figs['test_accuracy']})", ""]
+    out += ["", _verdict_sentence(comparison, cnn, fc), "", _seed_sentence(comparison, cnn, fc),
+            "", _budget_rule(per_family, cnn), "", f"![Test accuracy]({figs['test_accuracy']})",
+            ""]
+    if "seeds" in figs and cnn.get("seeds", {}).get("count", 1) > 1:
+        out += [f"![Seeds]({figs['seeds']})", ""]
     if has_preview:
         out += ["Training images were augmented on the fly; the policy as the models saw it:",
                 "", "![Augmentation preview](augmentation_preview.png)", ""]
@@ -166,6 +176,41 @@ def _verdict_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
     elif p_value >= 0.05:
         text += " The difference is not significant at the 5% level on this test split."
     return text
+
+
+def _seed_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
+    """The gap against the run-to-run spread of training, or plainly that it was not
+    measured."""
+    counts = [m.get("seeds", {}).get("count", 1) for m in (cnn, fc)]
+    if min(counts) < 2:
+        return ("**Seeds.** One training per family (`tune.final_seeds: 1`): the 95% interval "
+                "above covers the sampling of test images only, not the variance between "
+                "training runs of the same configuration. Set `tune.final_seeds` to 3 or more "
+                "to measure it.")
+    spreads = {f: m["seeds"]["test_accuracy_std"] for f, m in (("cnn", cnn), ("fc", fc))}
+    gap = comparison["seed_mean_difference"]
+    larger = max(spreads.values())
+    times = f"{abs(gap) / larger:,.0f} times" if larger > 0 else "infinitely many times"
+    return (f"**Seeds.** Each best configuration was trained {counts[0]} (CNN) and {counts[1]} "
+            f"(fully connected) times with different seeds: CNN "
+            f"{100 * cnn['seeds']['test_accuracy_mean']:.2f}% +- {100 * spreads['cnn']:.2f}, "
+            f"fully connected {100 * fc['seeds']['test_accuracy_mean']:.2f}% +- "
+            f"{100 * spreads['fc']:.2f} (mean +- sample standard deviation). The gap of the means, "
+            f"{100 * gap:+.2f} points, is {times} the larger seed spread; Welch's t-test over "
+            f"the seeds: {format_p(comparison['seed_welch_p_value'])}.")
+
+
+def _over_seeds(m: dict) -> str:
+    seeds = m.get("seeds", {})
+    if seeds.get("count", 1) < 2:
+        return "1 seed"
+    return (f"{100 * seeds['test_accuracy_mean']:.2f}% +- {100 * seeds['test_accuracy_std']:.2f}"
+            f" ({seeds['count']} seeds)")
+
+
+def _speed(timing: dict) -> str:
+    speed = timing.get("images_per_second")
+    return "-" if speed is None else f"{speed:,.0f} images/s"
 
 
 def _final_training(best: dict) -> str:

@@ -87,9 +87,11 @@ class Steps:
 
 def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
              folders: TuneFolders, first_values: list[dict] | None = None,
-             run_tags: dict | None = None, role=None) -> dict:
+             run_tags: dict | None = None, role=None,
+             tried_before: set[str] | frozenset = frozenset()) -> dict:
     """Search ``family`` and save its best configuration, trained; returns best_hparams.json's
     content. ``first_values``: configurations to try first (default: the space's defaults).
+    ``tried_before``: digests of configurations earlier searches tried (not drawn again).
     ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
     ``role``: a ``pipeline.distributed.Role``; a worker only runs the trials the chief hands
     out, the chief serves them and does the rest."""
@@ -126,7 +128,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
          t.budget_minutes)
     started = time.monotonic()
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
-                                     project, started, runs, role, first_values, parallel)
+                                     project, started, runs, role, first_values, parallel,
+                                     tried_before)
     search(tuner, t, data, runs, role, family)
     if is_worker:
         runs.finish(None)  # the chief ends the search run; this worker's writes go out
@@ -174,10 +177,24 @@ def configure_devices(t: TuneParams) -> tuple[str, dict]:
     from pipeline import devices
 
     keras.utils.set_random_seed(t.seed)
+    if t.deterministic:
+        _enable_op_determinism()
     if t.profile == "gpu":
         # float16 compute with a loss scale (Keras adds it when compiling under this policy)
         keras.mixed_precision.set_global_policy("mixed_float16")
     return keras.mixed_precision.global_policy().name, devices.data_parallel(t.data_parallel)
+
+
+def _enable_op_determinism() -> None:
+    """Same inputs, same results, at some speed: TensorFlow's deterministic kernels. JAX on CPU
+    is deterministic as it is (on GPU, set XLA_FLAGS=--xla_gpu_deterministic_ops=true before
+    starting)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
 
 
 def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParams,
@@ -189,7 +206,7 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
     distributed_over_devices = bool(parallel) or keras.distribution.distribution() is not None
     tags = {names.FAMILY: family, "tuner": t.tuner, "space_file": str(space_file),
             names.GIT_COMMIT: _git_commit(), "data_sha256": data.data_hash,
-            "dataset": data.meta["dataset"], names.ROLE: names.ROLE_SEARCH,
+            names.DATASET: data.meta["dataset"], names.ROLE: names.ROLE_SEARCH,
             "distributed": role.kind, "keras_backend": keras.backend.backend(),
             "data_parallel": str(distributed_over_devices), **(run_tags or {})}
     note = (f"{family} search with {t.tuner}: at most {t.max_trials} trials of at most "
@@ -210,20 +227,25 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
 
 def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
                  project: str, started: float, runs: SearchRuns, role, first_values,
-                 parallel: dict):
+                 parallel: dict, tried_before: set[str] | frozenset = frozenset()):
     """The family's hypermodel and a tuner over it (resumed if its project exists)."""
     from pipeline.search.hypermodel import FamilyHyperModel
     from pipeline.search.tuners import make_tuner
 
+    clock = not t.deterministic  # deterministic: counts bound the search, never the clock
     hypermodel = FamilyHyperModel(
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
-        seconds_per_epoch=search_epoch_cap(t, len(data.search_idx), len(data.y_train)))
-    deadline = started + 60 * t.budget_minutes
+        seconds_per_epoch=search_epoch_cap(t, len(data.search_idx), len(data.y_train))
+        if clock else None)
+    deadline = started + 60 * t.budget_minutes if clock else None
     tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
                        deadline=deadline, runs=runs,
-                       run_tags={names.FAMILY: family, names.TUNER_ID: role.tuner_id},
+                       run_tags={names.FAMILY: family, names.TUNER_ID: role.tuner_id,
+                                 names.DATASET: data.meta["dataset"]},
+                       tried_before=tried_before,
                        first_values=first_values, role=role,
-                       serve_until=deadline + role.grace_s, tuner_kwargs=parallel)
+                       serve_until=None if deadline is None else deadline + role.grace_s,
+                       tuner_kwargs=parallel)
     return hypermodel, tuner
 
 
@@ -326,12 +348,13 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
             runs.log_metrics(runs.parent,
                              {f"final_{k}": float(v) for k, v in (logs or {}).items()}, epoch)
 
-    log.info("final training of the best %s configuration: %d epochs or %.1f min of training, "
-             "whichever ends first", family, t.final_epochs, t.final_budget_minutes)
+    log.info("final training of the best %s configuration: %d epochs%s", family,
+             t.final_epochs, "" if t.deterministic else
+             f" or {t.final_budget_minutes:.1f} min of training, whichever ends first")
     started = time.monotonic()
     history = hypermodel.fit(best_hp, model, data.x_train, data.y_train,
                              validation_data=(data.x_val, data.y_val), epochs=t.final_epochs,
-                             seconds=60 * t.final_budget_minutes,
+                             seconds=None if t.deterministic else 60 * t.final_budget_minutes,
                              verbose=1 if sys.stdout.isatty() else 2,
                              callbacks=[early_stopping(t.patience + 2), guard, _Log()])
     val_loss, val_accuracy = model.evaluate(data.x_val, data.y_val, batch_size=512, verbose=0)
@@ -408,7 +431,9 @@ def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
                 run_tags: dict | None = None) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
     # the final budget stays in: it sets every trial's time cap (search_epoch_cap)
-    settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "per_family"})
+    # the seed count is not the search's business (the replicate stage trains the others)
+    settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "per_family",
+                                        "final_seeds"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump(), run_tags or {}], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

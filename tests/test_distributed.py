@@ -73,6 +73,13 @@ def _mlflow(root: Path):
     return parents, children
 
 
+def _wait_for_trial_run(root: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not _mlflow(root)[1]:
+        assert time.monotonic() < deadline, "no trial run in the store"
+        time.sleep(0.05)
+
+
 def _trials(root: Path) -> list[dict]:
     with open(root / "results" / "fc" / "trials.csv") as handle:
         return list(csv.DictReader(handle))
@@ -119,6 +126,7 @@ def test_chief_reports_a_dead_workers_trial_and_a_rerun_finishes_it(tmp_path, ti
                      root / "worker1.log")
     try:
         worker.wait_for("worker1: trial")
+        _wait_for_trial_run(root)  # its run reached the store (writes are queued)
         worker.kill()  # mid-trial: it never reports back
         started = time.monotonic()
         code = chief.wait(timeout=120)

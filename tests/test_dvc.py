@@ -66,7 +66,8 @@ def _assert_only_what_a_user_commits(repo, env, also=()):
     """After a run: dvc.lock, the metrics and DVC's own .gitignore entries; no checkpoints,
     scratch folders, stores or files that describe this machine."""
     left = {p for p in _uncommitted(repo, env)
-            if p not in ("dvc.lock", "metrics.json", *also) and not p.endswith(".gitignore")}
+            if p not in ("dvc.lock", "metrics.json", "timings.json", *also)
+            and not p.endswith(".gitignore")}
     assert not left, left
 
 
@@ -78,7 +79,7 @@ def test_repro_runs_once_then_skips_then_reruns_on_param_change(tmp_path, real_c
     first = _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)
     assert "Running stage 'prepare'" in first
     meta = yaml.safe_load((repo / "data" / "prepared" / "meta.json").read_text())
-    assert meta["sizes"] == {"train": 200, "val": 5000, "test": 100}
+    assert meta["sizes"] == {"train": 200, "val": 5000, "holdout": 5000, "test": 100}
     assert (repo / "reports" / "augmentation_preview.png").is_file()
     assert (repo / "dvc.lock").is_file()
 
@@ -97,18 +98,25 @@ def test_repro_runs_once_then_skips_then_reruns_on_param_change(tmp_path, real_c
 
 
 def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
-    """prepare, then tune@cnn and tune@fc on ~2,000 real images; MLflow holds every trial."""
+    """prepare, then tune@cnn and tune@fc on ~2,000 real images, two seeds per family, in
+    reproducible mode; MLflow holds every trial; a second clean repro gives the same
+    metrics.json, byte for byte."""
     from tests.conftest import TINY_CNN_SPACE, TINY_FC_SPACE
 
     repo, _, env = make_repo(
         tmp_path,
         {"source": str(real_cifar10), "train_per_class": 200, "val_fraction": 0.02,
-         "test_per_class": 10, "preview_images": 2, "preview_samples": 1},
+         "holdout_fraction": 0.01, "test_per_class": 10, "preview_images": 2,
+         "preview_samples": 1},
         {"tuner": "random", "max_trials": 3, "max_epochs": 2, "budget_minutes": 5,
-         "search_train_per_class": None, "final_epochs": 1, "per_family": {"cnn": {}, "fc": {}}},
+         "search_train_per_class": None, "final_epochs": 1, "final_seeds": 2,
+         "deterministic": True, "per_family": {"cnn": {}, "fc": {}}},
         {"cnn": TINY_CNN_SPACE, "fc": TINY_FC_SPACE})
+    twin = tmp_path / "twin"
+    shutil.copytree(repo, twin)  # a second clean clone of the same commit
     first = _run([sys.executable, "-m", "dvc", "repro"], repo, env)
-    for stage in ("prepare", "tune@cnn", "tune@fc", "evaluate", "report", "publish"):
+    for stage in ("prepare", "tune@cnn", "tune@fc", "replicate@cnn", "replicate@fc",
+                  "evaluate", "report", "publish"):
         assert f"Running stage '{stage}'" in first
     for family in ("cnn", "fc"):
         assert (repo / "models" / family / "best.keras").is_file()
@@ -160,6 +168,8 @@ def test_repro_whole_pipeline_records_both_searches(tmp_path, real_cifar10):
     per_class = json.loads((repo / "results" / "evaluation" / "cnn_per_class.json").read_text())
     assert np.sum(per_class["confusion_matrix"]) == 100
 
+    _check_seeds(repo, metrics)
+    _check_reproducible(repo, twin, env)
     _check_plots(repo, env)
     _check_report(repo)
     _check_registry(repo, parents)
@@ -184,6 +194,46 @@ def _check_one_familys_budget_reruns_its_search_only(repo, env):
     changed = json.loads(_dvc(repo, env, "status", "--json"))
     assert "tune@fc" in changed and "tune@cnn" not in changed, changed
     _run(["git", "checkout", "params.yaml"], repo, env)
+    # more seeds: more replicates and a new verdict, never a new search
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["tune"]["final_seeds"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = json.loads(_dvc(repo, env, "status", "--json"))
+    assert {"replicate@cnn", "replicate@fc"} <= set(changed), changed
+    assert not {"tune@cnn", "tune@fc"} & set(changed), changed
+    _run(["git", "checkout", "params.yaml"], repo, env)
+
+
+def _check_seeds(repo, metrics):
+    """Two trainings per family: the tune stage's and one replicate, each tested."""
+    import csv
+
+    with open(repo / "results" / "evaluation" / "seeds.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["family"], r["seed"]) for r in rows] == [("cnn", "1"), ("cnn", "2"),
+                                                         ("fc", "1"), ("fc", "2")]
+    for family in ("cnn", "fc"):
+        seeds = metrics[family]["seeds"]
+        accuracies = [float(r["test_accuracy"]) for r in rows if r["family"] == family]
+        assert seeds["count"] == 2
+        assert seeds["test_accuracy_mean"] == round(float(np.mean(accuracies)), 4)
+        assert float(rows[0 if family == "cnn" else 2]["test_accuracy"]) == \
+            metrics[family]["test_accuracy"]
+    assert "seed_welch_p_value" in metrics["comparison"]
+    report = (repo / "reports" / "comparison.md").read_text()
+    assert "trained 2 (CNN) and 2 (fully connected) times" in report
+    assert "![Seeds](figures/seeds.png)" in report
+
+
+def _check_reproducible(repo, twin, env):
+    """Reproducible mode: a second clean clone, run up to the verdict, scores the same."""
+    _run([sys.executable, "-m", "dvc", "repro", "evaluate"], twin, env)
+    assert (twin / "metrics.json").read_bytes() == (repo / "metrics.json").read_bytes()
+    for family in ("cnn", "fc"):
+        best, again = (json.loads((root / "results" / family / "best_hparams.json").read_text())
+                       for root in (repo, twin))
+        assert best["hyperparameters"] == again["hyperparameters"]
+        assert best["final"]["val_accuracy"] == again["final"]["val_accuracy"]
 
 
 def _evaluation_runs(repo):
@@ -196,12 +246,13 @@ def _evaluation_runs(repo):
 def _check_experiments(repo, env):
     """`dvc exp run -S` and `dvc exp show`, as DVC users reach for them; a temporary
     experiment logs into the project's own MLflow store, not into a copy DVC deletes."""
-    baseline = json.loads((repo / "metrics.json").read_text())["cnn"]["test_accuracy_ci95"]
-    _dvc(repo, env, "exp", "run", "-S", "evaluate.bootstrap_resamples=300")
+    assert json.loads((repo / "metrics.json").read_text())["cnn"]["flip_tta"] is True
+    _dvc(repo, env, "exp", "run", "-S", "evaluate.flip_tta=false")
     shown = json.loads(_dvc(repo, env, "exp", "show", "--json"))
     found = [data["metrics"]["metrics.json"]["data"]["cnn"] for data in _revisions(shown)
-             if data["params"]["params.yaml"]["data"]["evaluate"]["bootstrap_resamples"] == 300]
-    assert found and found[0]["test_accuracy_ci95"]["low"] != baseline["low"], shown
+             if data["params"]["params.yaml"]["data"]["evaluate"]["flip_tta"] is False]
+    assert found and found[0]["flip_tta"] is False, shown
+    assert found[0]["test_accuracy"] == found[0]["test_accuracy_single_view"]
     _assert_only_what_a_user_commits(repo, env, also=("params.yaml",))
     _run(["git", "checkout", "--", "."], repo, env)
 

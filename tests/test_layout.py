@@ -114,8 +114,14 @@ def test_each_search_reads_every_tune_key_but_the_other_familys_overrides():
 
     from pipeline.config import TuneParams
 
-    tune = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["tune"]["do"]
-    listed = {p for p in tune["params"] if isinstance(p, str)}
-    wanted = {f"tune.{f}" for f in TuneParams.model_fields if f != "per_family"}
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    listed = {p for p in stages["tune"]["do"]["params"] if isinstance(p, str)}
+    # the seed count is the replicate stage's: changing it must not rerun a search
+    wanted = {f"tune.{f}" for f in TuneParams.model_fields
+              if f not in ("per_family", "final_seeds")}
     assert wanted | {"tune.per_family.${item}"} <= listed
     assert "tune" not in listed and "tune.per_family" not in listed
+    assert "tune.final_seeds" not in listed
+    replicate = set(stages["replicate"]["do"]["params"])
+    assert {"tune.final_seeds", "tune.per_family.${item}", "tune.final_budget_minutes",
+            "tune.deterministic", "augmentation"} <= replicate

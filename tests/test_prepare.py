@@ -21,13 +21,15 @@ def prepare_real(tmp_path, source, out_name="prepared", **prepare):
 
 
 def test_full_training_statistics_match_published(tmp_path, real_cifar10):
-    """The whole training set (45,000 after validation), mean/std as published for CIFAR-10."""
+    """The whole training set (40,000 after validation and holdout), mean/std as published for
+    CIFAR-10 (within the sampling of 80% of it)."""
     out = prepare_real(tmp_path, real_cifar10, train_per_class=None, test_per_class=None)
     meta = store.load_meta(out)
-    assert meta["sizes"] == {"train": 45000, "val": 5000, "test": 10000}
-    np.testing.assert_allclose(meta["mean"], [0.4914, 0.4822, 0.4465], atol=1e-3)
-    np.testing.assert_allclose(meta["std"], [0.2470, 0.2435, 0.2616], atol=1e-3)
+    assert meta["sizes"] == {"train": 40000, "val": 5000, "holdout": 5000, "test": 10000}
+    np.testing.assert_allclose(meta["mean"], [0.4914, 0.4822, 0.4465], atol=2e-3)
+    np.testing.assert_allclose(meta["std"], [0.2470, 0.2435, 0.2616], atol=2e-3)
     assert meta["class_counts"]["val"] == [500] * 10
+    assert meta["class_counts"]["holdout"] == [500] * 10
     assert meta["class_counts"]["test"] == [1000] * 10
     assert {f["checksum"] for f in meta["inputs"]["files"].values()} == {"verified"}
     # every output is listed with a hash that matches its bytes
@@ -44,10 +46,16 @@ def test_split_is_stratified_deterministic_and_disjoint(tmp_path, real_cifar10):
     assert meta["class_counts"]["train"] == [40] * 10
     assert meta["class_counts"]["val"] == [500] * 10
     assert meta["class_counts"]["test"] == [10] * 10
+    assert meta["class_counts"]["holdout"] == [500] * 10
     train, _ = store.load_split(first, "train")
     val, _ = store.load_split(first, "val")
-    train_keys = {image.tobytes() for image in train}
-    assert not train_keys & {image.tobytes() for image in val}
+    holdout, _ = store.load_split(first, "holdout")
+    keys = [{image.tobytes() for image in split} for split in (train, val, holdout)]
+    assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]
+    # the holdout does not move the validation split: the same images as without one
+    no_holdout = prepare_real(tmp_path, real_cifar10, out_name="d", holdout_fraction=0.0)
+    assert tree_hashes(no_holdout)["val_images.npy"] == tree_hashes(first)["val_images.npy"]
+    assert len(store.load_split(no_holdout, "holdout")[1]) == 0
 
     other_seed = prepare_real(tmp_path, real_cifar10, out_name="c", seed=7)
     other_train, _ = store.load_split(other_seed, "train")

@@ -7,21 +7,26 @@ import numpy as np
 
 def stratified_split(
     labels: np.ndarray, val_fraction: float, seed: int, train_per_class: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of (train, validation), the same fraction of every class in validation.
+    holdout_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of (train, validation, holdout), the same fractions of every class in
+    validation and holdout.
 
     Each class is shuffled with a generator seeded from ``seed``; its first share goes to
-    validation, and the training subset (``train_per_class``) is taken from the rest, so a
-    smaller subset is a prefix of a larger one and validation does not depend on the subset.
+    validation, the next to the holdout, and the training subset (``train_per_class``) is taken
+    from the rest, so a smaller subset is a prefix of a larger one and neither validation nor
+    the holdout depends on the subset (validation does not depend on the holdout either).
     """
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train, val, holdout = [], [], []
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))
         n_val = max(1, round(len(members) * val_fraction))
+        n_holdout = round(len(members) * holdout_fraction)
         val.append(members[:n_val])
-        train.append(members[n_val:][:train_per_class])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        holdout.append(members[n_val:n_val + n_holdout])
+        train.append(members[n_val + n_holdout:][:train_per_class])
+    return tuple(np.sort(np.concatenate(part)) for part in (train, val, holdout))
 
 
 def per_class_subset(labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:

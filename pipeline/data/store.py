@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "holdout", "test")
 META = "meta.json"
 
 

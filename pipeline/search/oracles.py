@@ -3,6 +3,8 @@ a wall-clock budget and warm-start trials, all given at construction."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
@@ -25,9 +27,11 @@ class SearchControlMixin:
     budget_spent = False
 
     def __init__(self, *args, trial_cap: int | None = None, deadline: float | None = None,
-                 first_values: list[dict] | None = None, seed: int | None = None, **kwargs):
+                 first_values: list[dict] | None = None, seed: int | None = None,
+                 tried_before: set[str] | frozenset = frozenset(), **kwargs):
         super().__init__(*args, seed=seed, **kwargs)
         self.trial_cap, self.deadline = trial_cap, deadline
+        self.tried_before = set(tried_before)  # config_digest of every earlier search's trials
         self.first_values = [dict(v) for v in (first_values or [])]
         if seed is not None:  # KerasTuner reads a seed of 0 as "draw one at random"
             self.seed = self._seed_state = seed
@@ -52,9 +56,22 @@ class SearchControlMixin:
                 if hps.is_active(hp):
                     value = wanted.get(hp.name, hp.default)
                     hps.values[hp.name] = value if _admits(hp, value) else hp.default
-            if not self._duplicate(hps.values):
+            if not super()._duplicate(hps.values):  # a warm start may repeat an old search
                 return hps.values
         return super()._random_values()
+
+    def _duplicate(self, values) -> bool:
+        """KerasTuner redraws a configuration this search tried; this redraws one an earlier
+        search tried too (a retune explores, it does not repeat the last night)."""
+        return super()._duplicate(values) or config_digest(values) in self.tried_before
+
+
+def config_digest(values: dict) -> str:
+    """A configuration's identity across searches: a digest of its active searched values
+    (KerasTuner's ``tuner/*`` bookkeeping left out)."""
+    searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    text = json.dumps(searched, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _admits(hp, value) -> bool:
@@ -94,12 +111,13 @@ class HyperbandOracle(SearchControlMixin, kt.oracles.HyperbandOracle):
 
 def make_oracle(kind: str, *, max_trials: int, max_epochs: int, hyperband_factor: int,
                 seed: int, max_consecutive_failures: int, deadline: float | None,
-                first_values: list[dict]):
-    """The oracle of a search of the given kind (hyperband | bayesian | random)."""
+                first_values: list[dict], tried_before: set[str] | frozenset = frozenset()):
+    """The oracle of a search of the given kind (hyperband | bayesian | random);
+    ``tried_before``: digests of configurations earlier searches tried, not to be drawn."""
     common = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                   max_consecutive_failed_trials=max_consecutive_failures,
                   max_retries_per_trial=0, trial_cap=max_trials, deadline=deadline,
-                  first_values=first_values)
+                  first_values=first_values, tried_before=tried_before)
     if kind == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
     if kind == "bayesian":

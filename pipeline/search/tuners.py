@@ -10,8 +10,10 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
         oracle.create_trial()
           populate_space()          o trial cap, wall-clock budget -> STOPPED ends the loop
           _random_values()          o warm-start values first (defaults or a champion's)
+            _duplicate()            o redraw what this or an earlier search tried
         on_trial_begin(trial)       * progress line: trial N of at most M, best so far, budget
-        run_trial(trial)            * child run in MLflow; exceptions -> FailedTrialError;
+        run_trial(trial)            * child run in MLflow (tagged with the configuration's
+                                      digest); exceptions -> FailedTrialError;
                                       NaN loss -> FailedTrialError
           _build_and_fit_model()    * seed from (search seed, trial id); add the NaN guard,
                                       deadline and initial-weights callbacks; drop
@@ -38,7 +40,7 @@ import keras_tuner as kt
 import numpy as np
 
 from pipeline.search.hypermodel import FamilyHyperModel
-from pipeline.search.oracles import make_oracle
+from pipeline.search.oracles import config_digest, make_oracle
 from pipeline.tracking import names
 from pipeline.tracking.search_runs import SearchRuns
 from pipeline.training import (
@@ -137,7 +139,10 @@ class TrackedTunerMixin:
         hp = trial.hyperparameters
         resolved = {**self.hypermodel.logged_config(hp),
                     **{k: v for k, v in hp.values.items() if k.startswith("tuner/")}}
-        run_id = self.runs.start_trial(trial_id, resolved, self.run_tags)
+        searched = {k: v for k, v in hp.values.items()
+                    if not k.startswith("tuner/") and hp.is_active(k)}
+        run_id = self.runs.start_trial(trial_id, resolved, {
+            **self.run_tags, names.CONFIG_DIGEST: config_digest(searched)})
         state = self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
         try:
             histories = super().run_trial(trial, *args, **kwargs)
@@ -271,15 +276,18 @@ class TrackedHyperband(TrackedTunerMixin, kt.Hyperband):
 def make_tuner(settings, hypermodel: FamilyHyperModel, *, directory, project_name: str,
                deadline: float | None, runs: SearchRuns, run_tags: dict,
                first_values: list[dict] | None = None, role=None,
-               serve_until: float | None = None, tuner_kwargs: dict | None = None):
+               serve_until: float | None = None, tuner_kwargs: dict | None = None,
+               tried_before: set[str] | frozenset = frozenset()):
     """A tracked, budgeted tuner for ``settings`` (a family's ``TuneParams``: tuner kind, trial
     cap, epochs, seed...); resumes when the project folder exists. ``first_values``: the first
-    configurations to try (default: the space's defaults)."""
+    configurations to try (default: the space's defaults); ``tried_before``: digests of
+    configurations earlier searches tried, never drawn again."""
     oracle = make_oracle(
         settings.tuner, max_trials=settings.max_trials, max_epochs=settings.max_epochs,
         hyperband_factor=settings.hyperband_factor, seed=settings.seed,
         max_consecutive_failures=settings.max_consecutive_failures, deadline=deadline,
-        first_values=first_values if first_values is not None else [{}])
+        first_values=first_values if first_values is not None else [{}],
+        tried_before=tried_before)
     tuner_class = TrackedHyperband if settings.tuner == "hyperband" else TrackedTuner
     return tuner_class(
         oracle=oracle, hypermodel=hypermodel, directory=str(directory),

@@ -22,6 +22,8 @@ FAMILY = "family"
 SEARCH_KEY = "search_key"  # content hash of a search: a rerun with the same key resumes it
 RETUNE_ID = "retune_id"
 TRIAL_ID = "trial_id"
+DATASET = "dataset"  # cifar10 | cifar100, of search, trial and evaluation runs
+CONFIG_DIGEST = "config_digest"  # of a trial run: its configuration's identity across searches
 TUNER_ID = "tuner_id"  # which process ran a trial (chief/worker in a distributed search)
 TRIAL_STATUS = "status"  # KerasTuner's status of a trial (COMPLETED, FAILED, INVALID)
 TRIAL_ERROR = "error"
@@ -71,6 +73,7 @@ def tag_set(key: str) -> str:
 CHAMPION, PREVIOUS = "champion", "previous"  # aliases
 # tags of a model version
 VERSION_TEST_ACCURACY = "test_accuracy"  # what the registered (single-view) model scores
+VERSION_HOLDOUT_ACCURACY = "holdout_accuracy"  # a retune's challenger, on the holdout split
 VERSION_HYPERPARAMETERS = "hyperparameters"  # JSON: a retune's warm start
 VERSION_REGISTERED_BY = "registered_by"  # publish | retune
 VERSION_RUN = "run"  # the run the model was logged on

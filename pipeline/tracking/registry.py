@@ -82,18 +82,32 @@ def register(store, model, name: str, run_id: str, family: str, tags: dict) -> s
 
 
 def champion(store, name: str) -> Champion | None:
-    """The version holding the champion alias, or None (no such model, or no alias yet)."""
+    """The version holding the champion alias; None only when the store says there is no such
+    registered model or it has no champion alias yet. Any other failure (unreachable store,
+    5xx, permission) raises ``TrackingError``: a caller must never take "could not ask" for
+    "there is none" (fail closed)."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.tracking.store import TrackingError
+
     try:
-        version = store.client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+        model = store.call("look up the registered model", store.client.get_registered_model,
+                           name)
+    except TrackingError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, MlflowException) and cause.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = (model.aliases or {}).get(CHAMPION)
+    if version is None:
         return None
+    found = store.call("read the champion version", store.client.get_model_version, name,
+                       str(version))
     try:
-        hyperparameters = json.loads(version.tags.get(names.VERSION_HYPERPARAMETERS, "{}"))
+        hyperparameters = json.loads(found.tags.get(names.VERSION_HYPERPARAMETERS, "{}"))
     except json.JSONDecodeError:
         hyperparameters = {}
-    return Champion(name, str(version.version), hyperparameters)
+    return Champion(name, str(found.version), hyperparameters)
 
 
 def set_champion_if_none(store, name: str, version: str) -> bool:
@@ -104,17 +118,16 @@ def set_champion_if_none(store, name: str, version: str) -> bool:
     return True
 
 
-def promote(store, name: str, version: str) -> str | None:
-    """Move the champion alias to ``version``; the old champion keeps its version and gets the
-    alias ``previous``. Returns the old champion's version. The champion alias moves in one
-    call, so a crash leaves either the old or the new champion, never none."""
-    old = champion(store, name)
+def promote(store, name: str, version: str, old: Champion | None) -> None:
+    """Move the champion alias from ``old`` (as the caller found it, under the lock) to
+    ``version``; the old champion keeps its version and gets the alias ``previous``. The
+    champion alias moves in one call, so a crash leaves either the old or the new champion,
+    never none."""
     store.call("move the champion alias", store.client.set_registered_model_alias, name,
                CHAMPION, version)
     if old is not None:
         store.call("set the previous alias", store.client.set_registered_model_alias, name,
                    PREVIOUS, old.version)
-    return None if old is None else old.version
 
 
 def load_version(store, uri: str):
