@@ -268,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     retune = commands.add_parser(
         "retune", help="scheduled job: search again, promote the challenger only if it wins",
         description="Under a lock: bring data up to date, search each family within the "
-                    "retune budget (warm-started from the champion), compare challenger and "
-                    "champion on the same test images, promote on a clear win. Exit codes: 0 "
-                    "kept or promoted, 75 another retune is running, 1 failure, 2 bad input.",
+                    "retune budget (from the champion, skipping every configuration tried "
+                    "before), compare challenger and champion on the same holdout images "
+                    "(test reported only), promote on a clear win. Exit codes: 0 kept or "
+                    "promoted, 75 another retune or publish holds the lock, 1 failure (a store "
+                    "error included: nothing is registered), 2 bad input.",
     )
     retune.set_defaults(handler=_cmd_retune)
 

@@ -137,9 +137,9 @@ class RetuneParams(Section):
     # final_budget_minutes with tune.per_family), so champion and challenger train alike
     final_epochs: Annotated[int, Field(ge=1)] | None = None
     final_budget_minutes: Annotated[float, Field(gt=0)] | None = None
-    # Promote when test accuracy(challenger) - accuracy(champion) >= margin and the exact
-    # McNemar p-value on the same test images <= alpha. (A negative margin or alpha 1 loosen
-    # the rule; tests use them to force a promotion.)
+    # Promote when holdout accuracy(challenger) - accuracy(champion) >= margin and the exact
+    # McNemar p-value on the same holdout images <= alpha. (A negative margin or alpha 1
+    # loosen the rule; tests use them to force a promotion.)
     margin: Annotated[float, Field(ge=-1, le=1)] = 0.005
     alpha: Probability = 0.05
     workdir: str = "retune"  # scratch: search, models and results of the current retune

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,6 +49,19 @@ CURRENT = "current"  # the workdir's scratch folder of the running retune
 
 class RetuneFailed(UserError):
     exit_code = 1
+
+
+@dataclass(frozen=True)
+class Night:
+    """What every family's retune shares: the store and the retune's run, the prepared data
+    and its deciding (holdout) and reported (test) splits."""
+
+    store: TrackingStore
+    run_id: str
+    retune_id: str
+    dataset: str
+    data_dir: Path
+    splits: dict  # "holdout" and "test": (images, labels)
 
 
 def run_retune(params: Params, params_path: Path, data_dir: Path,
@@ -82,13 +96,13 @@ def run_retune(params: Params, params_path: Path, data_dir: Path,
                                   {names.ROLE: names.ROLE_RETUNE, names.RETUNE_ID: retune_id,
                                    names.DATASET: meta["dataset"]})
         store.log_params(run_id, {f"retune.{k}": v for k, v in r.model_dump().items()})
+        night = Night(store, run_id, retune_id, meta["dataset"], data_dir, splits)
         outcomes = {}
         try:
             for family in r.families:
                 outcomes[family] = _retune_family(
-                    params, family, FAMILIES[family].space_file(space_dir), data_dir,
-                    scratch / family, meta["dataset"], splits, store, run_id, retune_id,
-                    model_names[family], champions[family])
+                    params, family, FAMILIES[family].space_file(space_dir), scratch / family,
+                    night, model_names[family], champions[family])
         except BaseException:
             store.end_run(run_id, "FAILED")
             raise
@@ -122,12 +136,12 @@ def decide(challenger_right: np.ndarray, champion_right: np.ndarray, margin: flo
             "wins": difference >= margin and p_value <= alpha}
 
 
-def _retune_family(params, family, space_file, data_dir, scratch, dataset, splits, store,
-                   run_id, retune_id, name, current) -> dict:
+def _retune_family(params: Params, family: str, space_file: Path, scratch: Path, night: Night,
+                   name: str, current: registry.Champion | None) -> dict:
     from pipeline.evaluate import load_model
     from pipeline.tune import TuneFolders, run_tune
 
-    r = params.retune
+    r, store, dataset = params.retune, night.store, night.dataset
     warm = [current.hyperparameters] if current and current.hyperparameters else None
     tried = tried_configurations(store, family, dataset)
     # a fresh seed each retune: with the digests above, this search draws new configurations
@@ -143,13 +157,14 @@ def _retune_family(params, family, space_file, data_dir, scratch, dataset, split
     tune = params.tune.for_family(family).model_copy(update={
         "max_trials": r.max_trials, "budget_minutes": r.budget_minutes, "seed": seed, **final,
         "per_family": {}})
-    best = run_tune(params.model_copy(update={"tune": tune}), family, space_file, data_dir,
+    best = run_tune(params.model_copy(update={"tune": tune}), family, space_file,
+                    night.data_dir,
                     TuneFolders(scratch / "tuning", scratch / "models", scratch / "results"),
-                    first_values=warm, run_tags={names.RETUNE_ID: retune_id},
+                    first_values=warm, run_tags={names.RETUNE_ID: night.retune_id},
                     tried_before=tried)
     challenger = registry.inference_model(load_model(scratch / "models" / family /
                                                      "best.keras"))
-    right = {split: _predict(challenger, x) == y for split, (x, y) in splits.items()}
+    right = {split: _predict(challenger, x) == y for split, (x, y) in night.splits.items()}
     outcome = {"champion_version": current.version if current else None,
                "challenger_accuracy": float(right["holdout"].mean()),
                "challenger_test_accuracy": float(right["test"].mean()),
@@ -161,7 +176,7 @@ def _retune_family(params, family, space_file, data_dir, scratch, dataset, split
     else:
         champion = registry.load_version(store, current.uri)
         champion_right = {split: _predict(champion, x) == y
-                          for split, (x, y) in splits.items()}
+                          for split, (x, y) in night.splits.items()}
         verdict = decide(right["holdout"], champion_right["holdout"], r.margin, r.alpha)
         outcome.update(champion_accuracy=float(champion_right["holdout"].mean()),
                        champion_test_accuracy=float(champion_right["test"].mean()),
@@ -170,14 +185,14 @@ def _retune_family(params, family, space_file, data_dir, scratch, dataset, split
     outcome["decision"] = decision
     if decision != "kept":
         version = registry.register(
-            store, challenger, name, run_id, family,
+            store, challenger, name, night.run_id, family,
             {names.VERSION_TEST_ACCURACY: round(outcome["challenger_test_accuracy"], 4),
              names.VERSION_HOLDOUT_ACCURACY: round(outcome["challenger_accuracy"], 4),
-             names.VERSION_REGISTERED_BY: "retune", names.RETUNE_ID: retune_id,
+             names.VERSION_REGISTERED_BY: "retune", names.RETUNE_ID: night.retune_id,
              names.VERSION_HYPERPARAMETERS: json.dumps(best["hyperparameters"])})
         registry.promote(store, name, version, current)
         outcome["new_version"] = version
-    store.log_metrics(run_id, {f"{family}_{k}": v for k, v in outcome.items()
+    store.log_metrics(night.run_id, {f"{family}_{k}": v for k, v in outcome.items()
                                  if isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and k != "champion_version"})
     log.info("%s: %s", family, _describe(family, outcome, r.margin, r.alpha))
