@@ -21,6 +21,7 @@ from pipeline.seeds import MANIFEST, replicate_seeds
 
 log = logging.getLogger(__name__)
 
+
 def run_replicate(params: Params, family: str, space_file: Path, data_dir: Path,
                   models_dir: Path, results_dir: Path) -> dict:
     """Train the replicates; the folder and its manifest appear whole or not at all."""

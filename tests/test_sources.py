@@ -29,16 +29,16 @@ def prepare_from(tmp_path, source, **prepare):
 def test_local_folder(tmp_path, tiny_cifar10):
     meta, out = prepare_from(tmp_path, tiny_cifar10)
     assert meta["inputs"]["kind"] == "folder"
-    assert meta["sizes"] == {"train": 180, "val": 20, "test": 20}
+    assert meta["sizes"] == {"train": 160, "val": 20, "holdout": 20, "test": 20}
     images, labels = load_split(out, "train")
-    assert images.shape == (180, 32, 32, 3) and images.dtype == np.uint8
+    assert images.shape == (160, 32, 32, 3) and images.dtype == np.uint8
     assert labels.dtype == np.uint8
     assert (tmp_path / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_parent_folder_is_accepted(tmp_path, tiny_cifar10):
     meta, _ = prepare_from(tmp_path, tiny_cifar10.parent)
-    assert meta["sizes"]["train"] == 180
+    assert meta["sizes"]["train"] == 160
 
 
 def test_local_archive(tmp_path, tiny_cifar10):
