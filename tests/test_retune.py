@@ -194,13 +194,15 @@ def _pair(n: int, both: int, only_challenger: int, only_champion: int):
 
 
 def test_the_margin_counts_exactly_at_its_boundary():
-    """+0.5 points on 2,000 images is 10 images: 10 more promotes, 9 more does not (the
-    difference of two rounded accuracies would read 10 as 0.00499... and keep)."""
+    """+0.5 points on 2,000 images is 10 images: 10 more promotes, 9 more does not. With 1,116
+    champion images right, the difference of two rounded accuracies reads 10 images as
+    0.00499... and would keep."""
     from pipeline.retune import decide
 
-    at = decide(*_pair(2000, 1500, 10, 0), margin=0.005, alpha=0.05)
+    assert 1126 / 2000 - 1116 / 2000 < 0.005  # the trap the count avoids
+    at = decide(*_pair(2000, 1116, 10, 0), margin=0.005, alpha=0.05)
     assert at["difference"] == 0.005 and at["p_value"] < 0.05 and at["wins"]
-    below = decide(*_pair(2000, 1500, 9, 0), margin=0.005, alpha=0.05)
+    below = decide(*_pair(2000, 1116, 9, 0), margin=0.005, alpha=0.05)
     assert below["difference"] < 0.005 and below["p_value"] < 0.05 and not below["wins"]
     negative = decide(*_pair(2000, 1500, 0, 10), margin=-0.005, alpha=1.0)
     assert negative["wins"]  # a loosened rule: exactly -0.5 points still passes
