@@ -48,11 +48,11 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
         # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
         result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
-        facts = _training_facts(results_dir / family / "best_hparams.json")
-        timings[family] = {"train_seconds": facts.pop("train_seconds", None),
+        best = store.read_json(results_dir / family / "best_hparams.json", "the tune stage")
+        facts = _training_facts(best)
+        timings[family] = {"train_seconds": facts.pop("train_seconds"),
                            "images_per_second": result.pop("images_per_second")}
         result.update(facts)
-        best = store.read_json(results_dir / family / "best_hparams.json", "the tune stage")
         rows = _seed_rows(family, result, models_dir, best["hyperparameters"], x_test, y_test, e)
         result["seeds"] = seed_summary([row["test_accuracy"] for row in rows])
         seed_rows += rows
@@ -77,7 +77,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
              metrics["comparison"]["accuracy_difference"], verdict["p_value"])
     _write_seed_table(out_dir / "seeds.csv", seed_rows)
     store.atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
-    timings_path = timings_path or metrics_path.with_name("timings.json")
+    timings_path = timings_path or metrics_path.with_name(store.TIMINGS)
     store.atomic_write_bytes(timings_path, (json.dumps(timings, indent=2) + "\n").encode())
     return metrics
 
@@ -175,11 +175,9 @@ def _evaluate_model(model, x, y, batch_size: int, flip_tta: bool) -> tuple[dict,
     }, predicted
 
 
-def _training_facts(best_hparams: Path) -> dict:
-    try:
-        final = json.loads(best_hparams.read_text()).get("final", {})
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _training_facts(best: dict) -> dict:
+    """What best_hparams.json says of the final training."""
+    final = best.get("final", {})
     return {"train_seconds": round(final.get("seconds", 0.0), 1),
             "train_epochs": final.get("epochs_run"),
             "train_ended_by": final.get("ended_by", "")}

@@ -60,7 +60,7 @@ def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_
                for f in FAMILIES}}
     run_id = store.create_run(names.EVALUATION_RUN, tags)
     try:
-        timings_path = metrics_path.with_name("timings.json")
+        timings_path = metrics_path.with_name(files.TIMINGS)
         timings = files.read_json(timings_path) if timings_path.is_file() else {}
         store.log_metrics(run_id, {**flat_metrics(metrics), **flat_metrics(timings)})
         store.log_artifact(run_id, metrics_path)

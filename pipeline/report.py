@@ -23,7 +23,7 @@ MIN_TRIALS_FOR_IMPORTANCE = 4
 
 def run_report(results_dir: Path, metrics_path: Path, out_dir: Path) -> Path:
     metrics = store.read_json(metrics_path)
-    timings_path = metrics_path.with_name("timings.json")
+    timings_path = metrics_path.with_name(store.TIMINGS)
     timings = store.read_json(timings_path) if timings_path.is_file() else {}
     seeds_path = results_dir / "evaluation" / "seeds.csv"
     seeds = read_table(seeds_path) if seeds_path.is_file() else None

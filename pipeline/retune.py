@@ -74,13 +74,13 @@ def run_retune(params: Params, params_path: Path, data_dir: Path,
         shutil.rmtree(scratch, ignore_errors=True)  # a killed retune's leftovers
         _bring_data_up_to_date(params_path, data_dir)
         meta = files.load_meta(data_dir)
-        splits = {name: tuple(np.asarray(a) for a in files.load_split(data_dir, name))
-                  for name in ("holdout", "test")}
-        if len(splits["holdout"][1]) == 0:
+        if not meta["sizes"].get("holdout"):
             raise RetuneFailed(f"{data_dir}: no holdout split (prepare.holdout_fraction is 0 or "
                                "the data was prepared before it existed): set "
                                "prepare.holdout_fraction, for example 0.1, and prepare again; "
                                "retune decides on it, never on the test split")
+        splits = {name: tuple(np.asarray(a) for a in files.load_split(data_dir, name))
+                  for name in ("holdout", "test")}
         store = TrackingStore.from_params(params.tracking)
         if store is None:
             raise RetuneFailed("tracking is off (tracking.uri: off): the champion lives in "
@@ -169,7 +169,8 @@ def _retune_family(params: Params, family: str, space_file: Path, scratch: Path,
                "challenger_accuracy": float(right["holdout"].mean()),
                "challenger_test_accuracy": float(right["test"].mean()),
                "holdout_images": len(right["holdout"]),
-               "configurations_tried": len(tried | set(_new_digests(store, best))),
+               # the store now holds this search's trials too
+               "configurations_tried": len(tried_configurations(store, family, dataset)),
                "search_run": best.get("mlflow_parent_run")}
     if current is None:
         decision = "created"
@@ -197,16 +198,6 @@ def _retune_family(params: Params, family: str, space_file: Path, scratch: Path,
                                  and k != "champion_version"})
     log.info("%s: %s", family, _describe(family, outcome, r.margin, r.alpha))
     return outcome
-
-
-def _new_digests(store: TrackingStore, best: dict) -> set[str]:
-    """Digests of the trials of this retune's search."""
-    parent = best.get("mlflow_parent_run")
-    if not parent:
-        return set()
-    runs = store.find_runs(names.tag_is(names.PARENT_RUN, parent))
-    return {run.data.tags[names.CONFIG_DIGEST] for run in runs
-            if names.CONFIG_DIGEST in run.data.tags}
 
 
 def close_killed_retunes(store: TrackingStore) -> int:

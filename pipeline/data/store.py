@@ -22,6 +22,7 @@ from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "holdout", "test")
 META = "meta.json"
+TIMINGS = "timings.json"  # evaluate's machine facts, beside metrics.json
 
 
 @contextlib.contextmanager
