@@ -1,12 +1,19 @@
-"""Benchmark: training and inference images/s of the default CNN and FC at several batch sizes.
+"""Benchmark: training images/s of the pipeline's loop against a bare training step, and
+inference images/s, for the default CNN and FC at several batch sizes.
 
-Every configuration trains the default model of its family (as the search's first trial builds
-it: augmentation on, the recipe's optimizer) on real CIFAR-10 images for ``--epochs`` epochs;
-images/s comes from the fastest epoch after the first (the first includes graph tracing and
-XLA compilation). Backend-agnostic (plain ``model.fit``), so it runs on TensorFlow or JAX, on
-CPU or GPU. ``--mixed-precision`` and ``--jit-compile`` switch the GPU speed options on.
+Each configuration builds its family's default model (as the search's first trial does:
+augmentation inside the model, the recipe's optimizer) and measures
+- fit: ``model.fit`` from host arrays with the callbacks every training uses (the budget
+  schedule, which sets the learning rate between batches, and the NaN guard), the fastest
+  epoch after the first (the first includes tracing and compilation);
+- bare: ``train_on_batch`` on one batch already on the device, no input pipeline, no
+  callbacks: what the device does when nothing feeds it;
+- feed ratio: fit / bare. Near 1: the input pipeline keeps up; well under 1: it starves the
+  device.
+Backend-agnostic, so it runs on TensorFlow or JAX, on CPU or GPU.
 
     python bench/bench_throughput.py --families cnn fc --batch-sizes 64 128 256 512
+    python bench/bench_throughput.py --synthetic 20000 --precision profile-gpu --base-filters 64
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar-10-batches-py"
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "profile-gpu")
 
 
 def load_images(source: Path, n: int):
@@ -35,26 +45,33 @@ def load_images(source: Path, n: int):
     return split.images[:n], split.labels[:n]
 
 
-def build(family: str, x, batch_size: int, jit_compile: bool):
+def synthetic_images(n: int, seed: int = 0):
+    """Random pixels and labels: speed does not depend on what the images show."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, n).astype(np.uint8))
+
+
+def build(family: str, x, batch_size: int, overrides: dict):
     from pipeline.config import AugmentationParams
     from pipeline.families import FAMILIES
     from pipeline.training import RECIPE_DEFAULTS, compile_model
 
     builder, defaults = FAMILIES[family].builder, FAMILIES[family].defaults
     stats = {"mean": list(x.mean(axis=(0, 1, 2)) / 255), "std": list(x.std(axis=(0, 1, 2)) / 255)}
-    cfg = {**RECIPE_DEFAULTS, **defaults, "batch_size": batch_size}
+    cfg = {**RECIPE_DEFAULTS, **defaults, "batch_size": batch_size,
+           **{k: v for k, v in overrides.items() if k in defaults}}
     model = builder(cfg, 10, stats, AugmentationParams(), seed=0)
-    model = compile_model(model, cfg)
-    if jit_compile:
-        model.jit_compile = True
-    return model
+    return compile_model(model, cfg), cfg
 
 
-def measure(family: str, x, y, batch_size: int, epochs: int, jit_compile: bool) -> dict:
+def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) -> dict:
     import keras
 
+    from pipeline.training import NaNGuard, budget_schedule
+
     keras.backend.clear_session()
-    model = build(family, x, batch_size, jit_compile)
+    model, cfg = build(family, x, batch_size, overrides)
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -64,16 +81,37 @@ def measure(family: str, x, y, batch_size: int, epochs: int, jit_compile: bool) 
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.started)
 
-    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[Timer()])
+    steps = epochs * -(-len(x) // batch_size)
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
+              callbacks=[budget_schedule(cfg, steps, None), NaNGuard(), Timer()])
+    fit_s = min(times[1:]) if len(times) > 1 else times[0]
+    bare_s, bare_images = bare_steps(model, x[:batch_size], y[:batch_size], len(x) // batch_size)
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # tracing
     started = time.perf_counter()
     model.predict(x, batch_size=batch_size, verbose=0)
     predict_s = time.perf_counter() - started
-    train_s = min(times[1:]) if len(times) > 1 else times[0]
+    fit_rate, bare_rate = len(x) / fit_s, bare_images / bare_s
     return {"family": family, "batch_size": batch_size, "params": model.count_params(),
-            "train_images_per_s": round(len(x) / train_s, 1),
+            "train_images_per_s": round(fit_rate, 1),
+            "bare_step_images_per_s": round(bare_rate, 1),
+            "feed_ratio": round(fit_rate / bare_rate, 3),
             "predict_images_per_s": round(len(x) / predict_s, 1),
             "epoch_seconds": [round(t, 2) for t in times]}
+
+
+def bare_steps(model, x_batch, y_batch, steps: int) -> tuple[float, int]:
+    """Seconds for ``steps`` training steps on one device-resident batch (after two warm-up
+    steps), and the images they saw."""
+    from keras import ops
+
+    xb, yb = ops.convert_to_tensor(x_batch), ops.convert_to_tensor(y_batch)
+    for _ in range(2):
+        model.train_on_batch(xb, yb)
+    steps = max(steps, 3)
+    started = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(xb, yb)  # returns host numbers: each step has finished
+    return time.perf_counter() - started, steps * len(x_batch)
 
 
 def main(argv=None) -> int:
@@ -86,34 +124,44 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--source", type=Path, default=SHARED)
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy")
-    parser.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
+    parser.add_argument("--synthetic", type=int, metavar="N",
+                        help="N random images instead of CIFAR-10 from --source")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="Keras dtype policy; profile-gpu: what tune.profile gpu picks here")
+    parser.add_argument("--base-filters", type=int, help="CNN stem width (default: the "
+                        "family default; 64 is ResNet-9's full 64-128-256-512)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     import keras
 
-    if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    x, y = load_images(args.source, args.images)
+    from pipeline.devices import precision_policy
+
+    policy = precision_policy("gpu") if args.precision == "profile-gpu" else args.precision
+    keras.mixed_precision.set_global_policy(policy)
+    if args.synthetic:
+        x, y = synthetic_images(args.synthetic)
+    else:
+        x, y = load_images(args.source, args.images)
+    overrides = {"base_filters": args.base_filters} if args.base_filters else {}
     device = "gpu" if any("gpu" in str(d).lower() for d in _devices()) else "cpu"
-    print(f"backend {keras.backend.backend()}, {device}, {len(x)} images, "
-          f"mixed precision {args.mixed_precision}, XLA {args.jit_compile}", flush=True)
-    print("| family | batch | parameters | train images/s | predict images/s |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"backend {keras.backend.backend()}, {device}, {len(x)} images, precision {policy}, "
+          f"{overrides or 'family defaults'}", flush=True)
+    print("| family | batch | parameters | fit images/s | bare step images/s | feed ratio "
+          "| predict images/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     results = []
     for family in args.families:
         for batch_size in args.batch_sizes:
-            row = measure(family, x, y, batch_size, args.epochs, args.jit_compile)
+            row = measure(family, x, y, batch_size, args.epochs, overrides)
             results.append(row)
             print(f"| {family} | {batch_size} | {row['params']:,} | "
-                  f"{row['train_images_per_s']:,.0f} | {row['predict_images_per_s']:,.0f} |",
-                  flush=True)
+                  f"{row['train_images_per_s']:,.0f} | {row['bare_step_images_per_s']:,.0f} | "
+                  f"{row['feed_ratio']:.2f} | {row['predict_images_per_s']:,.0f} |", flush=True)
     if args.out:
         args.out.write_text(json.dumps({"backend": keras.backend.backend(), "device": device,
-                                        "mixed_precision": args.mixed_precision,
-                                        "jit_compile": args.jit_compile,
-                                        "results": results}, indent=1))
+                                        "precision": policy, "overrides": overrides,
+                                        "images": len(x), "results": results}, indent=1))
     return 0
 
 

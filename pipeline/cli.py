@@ -29,9 +29,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
     from pipeline.distributed import Role, parse_address
+    from pipeline.families import FAMILIES
 
     params = load_params(args.params)
-    space = Path(args.space or f"search_spaces/{args.family}.yaml")
+    space = Path(args.space or FAMILIES[args.family].space_file(params.tune.space_dir))
     role = Role("standalone")
     if args.role != "standalone":
         role = Role(args.role, *parse_address(args.chief), args.worker_id,
@@ -46,9 +47,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_replicate(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.families import FAMILIES
 
     params = load_params(args.params)
-    space = Path(args.space or f"search_spaces/{args.family}.yaml")
+    space = Path(args.space or FAMILIES[args.family].space_file(params.tune.space_dir))
     from pipeline.replicate import run_replicate  # imports Keras, KerasTuner
 
     run_replicate(params, args.family, space, Path(args.data), Path(args.models),
@@ -169,6 +171,37 @@ def _cmd_show_space(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_lessons(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    params = load_params(args.params)
+    from pipeline.lessons.run import run_lessons  # imports Keras
+
+    run_lessons(params, Path(args.params), Path(args.data), Path(args.champion),
+                Path(args.results), Path(args.out))
+    return EXIT_OK
+
+
+def _cmd_split_parts(args: argparse.Namespace) -> int:
+    from pipeline.data.parts import split_parts
+
+    parts = split_parts(Path(args.data), Path(args.out), int(args.max_mib * (1 << 20)),
+                        tuple(args.splits))
+    for part in parts:
+        size = sum(f.stat().st_size for f in part.iterdir())
+        print(f"{part} {size / (1 << 20):.1f} MiB")
+    return EXIT_OK
+
+
+def _cmd_join_parts(args: argparse.Namespace) -> int:
+    from pipeline.data.parts import join_parts
+
+    meta = join_parts(Path(args.parts), Path(args.data))
+    sizes = ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items())
+    print(f"{args.data}: {meta['dataset']} joined and verified ({sizes} in meta.json)")
+    return EXIT_OK
+
+
 def _cmd_check_params(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
@@ -207,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "recorded in MLflow; then the best configuration is retrained and saved.",
     )
     tune.add_argument("--family", required=True, choices=FAMILY_NAMES)
-    tune.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
+    tune.add_argument("--space", help="search space file (TUNE.SPACE_DIR/FAMILY.yaml)")
     tune.add_argument("--tuning-dir", default="tuning", help="KerasTuner projects (%(default)s)")
     spread = tune.add_argument_group(
         "distributed search", "one chief serves trials to workers; all share --tuning-dir, "
@@ -235,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "first), under the same budget rule; evaluate reports their spread.",
     )
     replicate.add_argument("--family", required=True, choices=FAMILY_NAMES)
-    replicate.add_argument("--space", help="search space file (search_spaces/FAMILY.yaml)")
+    replicate.add_argument("--space", help="search space file (TUNE.SPACE_DIR/FAMILY.yaml)")
     replicate.set_defaults(handler=_cmd_replicate)
 
     evaluate = commands.add_parser(
@@ -293,22 +326,54 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000, help="port (%(default)s)")
     ui.set_defaults(handler=_cmd_ui)
 
+    lessons = commands.add_parser(
+        "lessons", help="the lecture's claims as controlled experiments: reports/lessons.md",
+        description="One experiment per claim of the lecture (one factor changed, the rest "
+                    "fixed), each logged to MLflow, with a figure and a verdict computed from "
+                    "the numbers (params.yaml's lessons section; lessons/dvc.yaml runs it).")
+    lessons.add_argument("--champion", default="results/cnn/best_hparams.json",
+                         help="the tuned CNN the ablation cards start from (%(default)s)")
+    lessons.add_argument("--results", default="results/lessons",
+                         help="one JSON per claim (%(default)s)")
+    lessons.add_argument("--out", default="reports/lessons.md",
+                         help="the report; figures go to its folder's lessons/ (%(default)s)")
+    lessons.set_defaults(handler=_cmd_lessons)
+
     show = commands.add_parser("show-space", help="validate a search space file and print it")
     show.add_argument("file", help="for example search_spaces/cnn.yaml")
     show.set_defaults(handler=_cmd_show_space)
+
+    split = commands.add_parser(
+        "split-parts", help="cut prepared data into parts of bounded size (for transfers)",
+        description="Write PARTS/part-00, part-01... each at most --max-mib, with a manifest "
+                    "of SHA-256 sums; join-parts puts them back together.")
+    split.add_argument("--out", default=".gpudata", help="parts folder (%(default)s)")
+    split.add_argument("--max-mib", type=float, default=56, help="largest part (%(default)s)")
+    split.add_argument("--splits", nargs="+", default=["train", "val", "test"],
+                       choices=["train", "val", "holdout", "test"],
+                       help="splits to include (%(default)s: what tune and evaluate read)")
+    split.set_defaults(handler=_cmd_split_parts)
+
+    join = commands.add_parser(
+        "join-parts", help="rebuild prepared data from the parts of split-parts",
+        description="Check every chunk and file against its SHA-256 (and meta.json), then put "
+                    "the prepared folder in place at once; a missing part changes nothing.")
+    join.add_argument("--parts", default=".gpudata", help="parts folder (%(default)s)")
+    join.set_defaults(handler=_cmd_join_parts)
 
     check = commands.add_parser("check-params", help="validate params.yaml and print it")
     check.set_defaults(handler=_cmd_check_params)
 
     for sub in (evaluate, report, publish):
         sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
-    for sub in (prepare, tune, replicate, evaluate, publish, retune, history, ui, check, show):
+    for sub in (prepare, tune, replicate, evaluate, publish, retune, history, ui, check, show,
+                lessons):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
     for sub in (tune, replicate, evaluate, report, publish):  # folders later stages share
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
     for sub in (tune, replicate, evaluate, publish):
         sub.add_argument("--models", default="models", help="best models (%(default)s)")
-    for sub in (tune, replicate, evaluate, retune):
+    for sub in (tune, replicate, evaluate, retune, split, join, lessons):
         sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 

@@ -78,9 +78,12 @@ class FamilyOverrides(Section):
 class TuneParams(Section):
     """The search of each family, and the final training of its best configuration."""
 
-    # laptop: as set below. gpu: the same, plus mixed precision and the search on the whole
-    # training split (search_train_per_class ignored); raise the budgets to taste.
+    # laptop: as set below. gpu: mixed precision (bfloat16 where the GPU has it, float16 on
+    # older ones; float32 when no GPU is there) and the search on the whole training split
+    # (search_train_per_class ignored). params-gpu.yaml sizes every budget for one large GPU.
     profile: Literal["laptop", "gpu"] = "laptop"
+    # folder of the search space files, <space_dir>/<family>.yaml (tune, replicate, retune)
+    space_dir: str = "search_spaces"
     tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
     objective: Literal["val_accuracy"] = "val_accuracy"  # maximised; selection never sees test
     max_trials: Annotated[int, Field(ge=1)] = 20  # cap on trials (Hyperband: a cap on top)
@@ -146,6 +149,22 @@ class RetuneParams(Section):
     lock_file: str = "retune/retune.lock"
 
 
+class LessonsParams(Section):
+    """The lessons pipeline (lessons/dvc.yaml): controlled experiments, one per claim of the
+    lecture, on small per-class subsets of the prepared data."""
+
+    # training images per class; None: all of the training split (the gpu profile)
+    train_per_class: Annotated[int, Field(ge=3)] | None = 300
+    eval_per_class: Annotated[int, Field(ge=1)] | None = 100  # validation and test, per class
+    epochs: Annotated[int, Field(ge=1)] = 4  # of every run (the overfitting lessons: more)
+    seeds: Annotated[int, Field(ge=1, le=10)] = 2  # where effects are small (annealing)
+    ablation_epochs: Annotated[int, Field(ge=1)] = 4  # the champion's ablation cards
+    seed: Annotated[int, Field(ge=0)] = 0
+    # None: every claim, in order; else names from pipeline/lessons/__init__.py (checked when
+    # the lessons stage starts, so that the default stages do not depend on that list)
+    claims: Annotated[list[str], Field(min_length=1)] | None = None
+
+
 class TrackingParams(Section):
     """Where every command that touches MLflow (tune, publish, retune, history, ui) logs."""
 
@@ -163,6 +182,7 @@ class Params(Section):
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     retune: RetuneParams = RetuneParams()
+    lessons: LessonsParams = LessonsParams()
     tracking: TrackingParams = TrackingParams()
 
 

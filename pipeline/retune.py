@@ -35,7 +35,7 @@ import numpy as np
 from pipeline.config import Params
 from pipeline.data import store as files
 from pipeline.errors import UserError
-from pipeline.families import FAMILIES, SPACE_DIR
+from pipeline.families import FAMILIES
 from pipeline.lineage import tried_configurations
 from pipeline.lock import RunLock
 from pipeline.stats import format_p, mcnemar_exact
@@ -65,8 +65,9 @@ class Night:
 
 
 def run_retune(params: Params, params_path: Path, data_dir: Path,
-               space_dir: Path = SPACE_DIR) -> dict:
+               space_dir: Path | None = None) -> dict:
     r = params.retune
+    space_dir = Path(space_dir or params.tune.space_dir)
     workdir = Path(r.workdir)
     with RunLock(home(r.lock_file), "retune"):
         started = time.monotonic()

@@ -179,9 +179,8 @@ def configure_devices(t: TuneParams) -> tuple[str, dict]:
     keras.utils.set_random_seed(t.seed)
     if t.deterministic:
         _enable_op_determinism()
-    if t.profile == "gpu":
-        # float16 compute with a loss scale (Keras adds it when compiling under this policy)
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # mixed_float16 gets a loss scale: Keras adds it when compiling under that policy
+    keras.mixed_precision.set_global_policy(devices.precision_policy(t.profile))
     return keras.mixed_precision.global_policy().name, devices.data_parallel(t.data_parallel)
 
 

@@ -73,6 +73,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _fsync_tree(folder: Path) -> None:
     for child in folder.iterdir():
+        if child.is_dir():
+            _fsync_tree(child)
+            continue
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
 

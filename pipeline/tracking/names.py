@@ -18,6 +18,8 @@ DATASET_CONTEXT = "mlflow.data.context"  # MLflow's own: training, validation...
 BEST_TRIAL_RUN = "best_trial_run"  # of a search run: the run id of its best trial
 ROLE = "role"  # what a top-level run is: one of the ROLE_* values
 ROLE_SEARCH, ROLE_EVALUATION, ROLE_RETUNE = "search", "evaluation", "retune"
+ROLE_LESSON = "lesson"  # a claim's run, or one setting of it, in the lessons' experiment
+VERDICT = "verdict"  # of a lesson's run: supported, not supported, inconclusive
 FAMILY = "family"
 SEARCH_KEY = "search_key"  # content hash of a search: a rerun with the same key resumes it
 RETUNE_ID = "retune_id"
@@ -41,6 +43,11 @@ def trial_run(trial_id: str) -> str:
 
 
 EVALUATION_RUN = "evaluation"
+
+
+def lessons_experiment(experiment: str) -> str:
+    """The lessons' own MLflow experiment, beside the pipeline's."""
+    return f"{experiment}-lessons"
 
 
 def retune_run(retune_id: str) -> str:

@@ -1,0 +1,30 @@
+"""The lecture as experiments: one controlled experiment per claim, a figure and a verdict
+computed from the numbers (``dvc repro lessons/dvc.yaml`` writes reports/lessons.md).
+
+This module names the claims and imports nothing heavy, so params validation can use it.
+"""
+
+from __future__ import annotations
+
+# name -> (title, the claim as the lecture makes it)
+CLAIMS = {
+    "learning_rate": ("Learning rate",
+                      "too small a learning rate is slow, too large a one diverges"),
+    "momentum": ("Momentum", "momentum damps oscillation and speeds progress"),
+    "batch_size": ("Mini-batch noise", "smaller batches give noisier gradient steps"),
+    "annealing": ("Annealing", "decaying the learning rate beats a constant one"),
+    "adam_robustness": ("Adam", "Adam is more robust to the learning rate than SGD"),
+    "inductive_bias": ("Inductive bias",
+                       "convolution beats a fully connected net of the same size, and a "
+                       "shifted bicycle is still a bicycle to it"),
+    "regularisation_gap": ("Augmentation and dropout",
+                           "augmentation and dropout narrow the train-validation gap"),
+    "early_stopping": ("Early stopping",
+                       "stopping when validation loss turns up keeps the better weights"),
+    "vanishing_gradients": ("Depth and vanishing gradients",
+                            "sigmoid stacks lose their gradient in depth; ReLU and batch norm "
+                            "keep it"),
+    "batch_norm": ("Batch norm", "batch norm allows higher learning rates and deeper nets"),
+    "ablations": ("Ablation cards", "each part of the tuned CNN earns its place"),
+}
+CLAIM_NAMES = tuple(CLAIMS)

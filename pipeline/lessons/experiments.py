@@ -1,0 +1,276 @@
+"""The lessons' controlled experiments, one function per claim of the lecture.
+
+Each changes one factor of the lessons' base configuration (pipeline/lessons/training.py),
+keeps everything else fixed (data, epochs, seed), and returns the numbers its verdict and
+figure need, as plain JSON-able values. ``run_setting`` reports every training to the caller
+(progress lines, MLflow child runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import AugmentationParams, LessonsParams
+from pipeline.lessons.training import LessonData, base_config, build, fit, predict_correct
+from pipeline.lessons.verdicts import roughness
+from pipeline.stats import mcnemar_exact
+from pipeline.training import AUGMENTATION_HPS
+
+SGD_RATES = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]  # the learning-rate and Adam lessons share it
+
+
+@dataclass
+class Lab:
+    """What every experiment gets: the data, the lessons params and a reporter called once per
+    finished training with (claim, setting name, its settings, its fit result)."""
+
+    data: LessonData
+    params: LessonsParams
+    report: Callable[[str, str, dict, dict], None]
+    champion: dict | None = None  # the pipeline's best CNN configuration (ablation cards)
+
+    def run(self, claim: str, setting: str, cfg: dict, *, epochs: int | None = None,
+            family: str = "cnn", augmentation: AugmentationParams | None = None,
+            seed: int | None = None, **kwargs) -> dict:
+        extra = {} if augmentation is None else {"augmentation": augmentation}
+        result = fit(cfg, self.data, epochs or self.params.epochs, family=family,
+                     seed=self.params.seed if seed is None else seed, **extra, **kwargs)
+        self.report(claim, setting, {"family": family, **cfg}, result)
+        return result
+
+
+def learning_rate(lab: Lab) -> dict:
+    """Plain SGD at a constant rate over four decades and more, without batch norm (which
+    would hide the effect): the final loss and accuracy against the rate."""
+    runs = [lab.run("learning_rate", f"sgd lr={rate:g}",
+                    base_config(optimizer="sgd", learning_rate=rate, schedule="constant",
+                                batch_norm=False))
+            for rate in SGD_RATES]
+    return {"rates": SGD_RATES, "val_accuracy": [r["val_accuracy"] for r in runs],
+            "final_loss": [r["final_loss"] for r in runs],
+            "loss_curves": [r["history"].get("loss", []) for r in runs],
+            "first_loss": math.log(lab.data.num_classes)}
+
+
+def adam_robustness(lab: Lab, sgd: dict) -> dict:
+    """Adam on the learning-rate lesson's grid, beside its SGD results."""
+    runs = [lab.run("adam_robustness", f"adam lr={rate:g}",
+                    base_config(optimizer="adam", learning_rate=rate, schedule="constant",
+                                batch_norm=False, weight_decay=0.0))
+            for rate in SGD_RATES]
+    return {"rates": SGD_RATES, "sgd": sgd["val_accuracy"],
+            "adam": [r["val_accuracy"] for r in runs]}
+
+
+def momentum(lab: Lab) -> dict:
+    """SGD, heavy-ball momentum and Nesterov at the same constant rate: per-step losses."""
+    variants = {}
+    for name in ("sgd", "momentum", "nesterov"):
+        result = lab.run("momentum", name, base_config(optimizer=name, learning_rate=0.02,
+                                                       schedule="constant"))
+        variants[name] = {"loss_curve": result["step_losses"],
+                          "val_accuracy": result["val_accuracy"]}
+    return {"learning_rate": 0.02, "variants": variants}
+
+
+def batch_size(lab: Lab) -> dict:
+    """The same epochs at batch 32, 128 and 512 (same rate): accuracy and curve noise."""
+    sizes = [32, 128, 512]
+    runs = [lab.run("batch_size", f"batch {b}", base_config(batch_size=b)) for b in sizes]
+    return {"batch_sizes": sizes, "val_accuracy": [r["val_accuracy"] for r in runs],
+            "noise": [roughness(r["step_losses"]) for r in runs],
+            "loss_curves": [r["step_losses"] for r in runs]}
+
+
+def annealing(lab: Lab) -> dict:
+    """A constant rate against decaying schedules, same peak and budget, several seeds."""
+    seeds = [lab.params.seed + i for i in range(lab.params.seeds)]
+    schedules = {name: [lab.run("annealing", f"{name} seed={seed}",
+                                base_config(schedule=name), seed=seed)["val_accuracy"]
+                        for seed in seeds]
+                 for name in ("constant", "step", "cosine", "linear")}
+    return {"schedules": schedules, "seeds": len(seeds)}
+
+
+def shift_images(images: np.ndarray, pixels: int) -> np.ndarray:
+    """Move every image right and down by ``pixels``, filling the uncovered border with black."""
+    if pixels == 0:
+        return images
+    out = np.zeros_like(images)
+    out[:, pixels:, pixels:, :] = images[:, :-pixels, :-pixels, :]
+    return out
+
+
+def rotate_images(images: np.ndarray, degrees: float) -> np.ndarray:
+    from scipy import ndimage
+
+    if degrees == 0:
+        return images
+    rotated = ndimage.rotate(images.astype(np.float32), degrees, axes=(1, 2), reshape=False,
+                             order=1, mode="constant", cval=0.0)
+    return np.clip(np.rint(rotated), 0, 255).astype(np.uint8)
+
+
+SHIFTS = [0, 2, 4, 6, 8]
+ROTATIONS = [0, 10, 20, 30]
+
+
+def inductive_bias(lab: Lab) -> dict:
+    """The lessons' CNN against an FC net of about the same size (2 hidden layers of 32), same
+    recipe; then both on shifted and rotated test images."""
+    result = {}
+    for family, cfg in (("cnn", base_config()),
+                        ("fc", base_config("fc", layers=2, units=32, shrink=1.0,
+                                           dropout=0.0))):
+        run = lab.run("inductive_bias", family, cfg, family=family)
+        x, y = lab.data.x_test, lab.data.y_test
+        result[family] = {
+            "params": run["params"],
+            "shift": {str(p): float(predict_correct(run["model"], shift_images(x, p), y).mean())
+                      for p in SHIFTS},
+            "rotation": {str(d): float(predict_correct(run["model"], rotate_images(x, d),
+                                                       y).mean()) for d in ROTATIONS}}
+    return result
+
+
+def _overfitting_subset(lab: Lab) -> tuple[np.ndarray, np.ndarray]:
+    """A third of the lessons' training images, every class alike: small enough to overfit."""
+    from pipeline.data.split import per_class_subset
+
+    per_class = len(lab.data.y_train) // lab.data.num_classes
+    index = per_class_subset(lab.data.y_train, max(1, per_class // 3), lab.params.seed)
+    return lab.data.x_train[index], lab.data.y_train[index]
+
+
+def regularisation_gap(lab: Lab) -> dict:
+    """No regularisation, augmentation (flip, crop), dropout 0.3, both: on a third of the
+    training subset for twice the epochs, so that the net can overfit. Training accuracy is
+    measured in inference mode on the training images."""
+    x, y = _overfitting_subset(lab)
+    count = len(y)
+    augmented = AugmentationParams(flip=True, crop_padding=4)
+    settings = {}
+    for name, dropout, policy in (("none", 0.0, None), ("augmentation", 0.0, augmented),
+                                  ("dropout", 0.3, None), ("both", 0.3, augmented)):
+        run = lab.run("regularisation_gap", name, base_config(dropout=dropout),
+                      epochs=2 * lab.params.epochs, augmentation=policy, x_train=x, y_train=y)
+        settings[name] = {"train_accuracy": float(predict_correct(run["model"], x, y).mean()),
+                          "val_accuracy": run["val_accuracy"],
+                          "val_accuracy_curve": run["history"].get("val_accuracy", [])}
+    return {"train_images": count, "settings": settings}
+
+
+def early_stopping(lab: Lab) -> dict:
+    """A net that can overfit (small subset, constant rate, no regularisation), stopped when
+    validation loss has not improved for 2 epochs, best weights restored."""
+    import keras
+
+    x, y = _overfitting_subset(lab)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                            restore_best_weights=True)
+    run = lab.run("early_stopping", "early stopping", base_config(schedule="constant"),
+                  epochs=4 * lab.params.epochs, callbacks=(stopper,), x_train=x, y_train=y)
+    val_loss, _ = run["model"].evaluate(lab.data.x_val, lab.data.y_val, verbose=0)
+    curve = run["history"]["val_loss"]
+    return {"val_loss": curve, "loss": run["history"]["loss"],
+            "stopped_epoch": len(curve), "epochs_allowed": 4 * lab.params.epochs,
+            "restored_val_loss": float(val_loss)}
+
+
+def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
+    """Gradient norm per layer of a 10-layer, 64-wide fully connected stack with sigmoid, tanh
+    or ReLU, with and without batch norm: at initialisation and after whole epochs of SGD
+    that make ``steps`` steps at least."""
+    from pipeline.lessons.gradients import kernel_gradient_norms
+
+    batch = slice(0, 256)
+    x, y = lab.data.x_train[batch], lab.data.y_train[batch]
+    configs = {}
+    for activation in ("sigmoid", "tanh", "relu"):
+        for norm in (False, True):
+            name = activation + ("_bn" if norm else "")
+            cfg = base_config("fc", layers=10, units=64, shrink=1.0, dropout=0.0,
+                              activation=activation, batch_norm=norm, optimizer="sgd",
+                              learning_rate=0.05, schedule="constant", weight_decay=0.0)
+            model = build(cfg, lab.data, "fc", seed=lab.params.seed)
+            init = kernel_gradient_norms(model, x, y, model.loss)
+            per_epoch = math.ceil(len(lab.data.y_train) / cfg["batch_size"])
+            epochs = max(1, math.ceil(steps / per_epoch))
+            model.fit(lab.data.x_train, lab.data.y_train, batch_size=cfg["batch_size"],
+                      epochs=epochs, verbose=0)
+            trained = kernel_gradient_norms(model, x, y, model.loss)
+            configs[name] = {"layers": [n for n, _ in init], "init": [v for _, v in init],
+                             "trained": [v for _, v in trained]}
+            lab.report("vanishing_gradients", name, {"family": "fc", **cfg},
+                       {"first_layer_grad_init": init[0][1], "last_layer_grad_init": init[-1][1]})
+    return {"configs": configs, "steps": epochs * per_epoch}
+
+
+def batch_norm(lab: Lab) -> dict:
+    """With and without batch norm: at rising constant rates (momentum SGD), and at rising
+    depth (1 or 4 convs per stage, plain, no residual)."""
+    rates, depths = {}, {}
+    for rate in (0.05, 0.5, 2.0):
+        rates[f"{rate:g}"] = {
+            ("bn" if norm else "plain"): lab.run(
+                "batch_norm", f"lr={rate:g} bn={norm}",
+                base_config(batch_norm=norm, learning_rate=rate, schedule="constant",
+                            optimizer="momentum"))["val_accuracy"]
+            for norm in (True, False)}
+    for convs in (1, 4):
+        layers = 1 + 3 * convs
+        depths[str(layers)] = {
+            ("bn" if norm else "plain"): lab.run(
+                "batch_norm", f"{layers} conv layers bn={norm}",
+                base_config(batch_norm=norm, convs_per_stage=convs))["val_accuracy"]
+            for norm in (True, False)}
+    return {"rates": rates, "depths": depths}
+
+
+ABLATIONS = {  # name -> (what changes in the champion's configuration, when it applies)
+    "batch_norm": lambda c: {"batch_norm": False},
+    "augmentation": lambda c: {hp: (False if hp == "aug_flip" else 0)
+                               for hp in AUGMENTATION_HPS if hp in c},
+    "residual": lambda c: {"residual": False},
+    "schedule": lambda c: {"schedule": "constant"},
+    "optimizer": lambda c: ({"optimizer": "adamw", "learning_rate": 0.002}
+                            if c.get("optimizer") in ("sgd", "momentum", "nesterov")
+                            else {"optimizer": "nesterov", "learning_rate": 0.1}),
+}
+
+
+def ablations(lab: Lab) -> dict:
+    """The champion's configuration (the pipeline's best CNN) retrained on the lessons' data,
+    then again with one part removed at a time; paired on the same test images."""
+    from pipeline.families import FAMILIES
+
+    champion = dict(lab.champion)
+    known = set(FAMILIES["cnn"].defaults) | set(AUGMENTATION_HPS)
+    epochs = lab.params.ablation_epochs
+
+    def train(name: str, cfg: dict) -> np.ndarray:
+        policy = AugmentationParams(**{field: cfg[hp] for hp, field in AUGMENTATION_HPS.items()
+                                       if hp in cfg})
+        run = lab.run("ablations", name, {k: v for k, v in cfg.items()}, epochs=epochs,
+                      augmentation=policy)
+        return predict_correct(run["model"], lab.data.x_test, lab.data.y_test)
+
+    base = train("champion", champion)
+    cards = {}
+    for name, change in ABLATIONS.items():
+        changes = change(champion)
+        if name == "residual" and not champion.get("residual"):
+            continue  # nothing to remove
+        correct = train(f"without {name}", {**champion, **changes})
+        test = mcnemar_exact(base, correct)
+        cards[name] = {"changes": changes, "accuracy": float(correct.mean()),
+                       "p_value": float(test["p_value"]),
+                       "only_champion": test["only_first_correct"],
+                       "only_ablated": test["only_second_correct"]}
+    return {"baseline_accuracy": float(base.mean()), "test_images": int(len(base)),
+            "epochs": epochs, "champion": {k: v for k, v in champion.items() if k in known},
+            "ablations": cards}

@@ -1,0 +1,204 @@
+"""The lessons' figures: one PNG per claim, drawn from the result its experiment wrote.
+
+Every figure carries its claim's verdict label in the title, so a figure read alone says what
+this run found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.families import FAMILY_NAMES
+from pipeline.figures import _save, plt
+from pipeline.lessons import CLAIMS
+
+
+def _title(ax, claim: str, label: str) -> None:
+    ax.set_title(f"{CLAIMS[claim][0]}: {label} by this run", fontsize=10)
+
+
+def _smooth(curve, window: int = 10) -> np.ndarray:
+    curve = np.asarray(curve, dtype=float)
+    if len(curve) < window:
+        return curve
+    return np.convolve(curve, np.ones(window) / window, mode="valid")
+
+
+def learning_rate(r: dict, label: str, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    acc = 100 * np.asarray(r["val_accuracy"])
+    loss = np.asarray(r["final_loss"], dtype=float)
+    left.semilogx(r["rates"], acc, "o-")
+    left.set_xlabel("learning rate (plain SGD, constant)")
+    left.set_ylabel("validation accuracy (%)")
+    right.semilogx(r["rates"], np.where(np.isfinite(loss), loss, np.nan), "o-", color="tab:red")
+    for rate, value in zip(r["rates"], loss, strict=True):
+        if not np.isfinite(value):
+            right.annotate("diverged", (rate, r["first_loss"]), rotation=90, ha="center")
+    right.axhline(r["first_loss"], color="grey", ls="--", lw=1, label="loss at the start")
+    right.set_xlabel("learning rate")
+    right.set_ylabel("final training loss")
+    right.legend(fontsize=8)
+    _title(left, "learning_rate", label)
+    return _save(fig, path)
+
+
+def momentum(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, v in r["variants"].items():
+        ax.plot(v["loss_curve"], lw=0.6, alpha=0.35)
+        ax.plot(_smooth(v["loss_curve"]), lw=1.6, color=ax.lines[-1].get_color(),
+                label=f"{name} ({100 * v['val_accuracy']:.1f}% val)")
+    ax.set_xlabel(f"training step (rate {r['learning_rate']:g}, constant)")
+    ax.set_ylabel("training loss per step")
+    ax.legend(fontsize=8)
+    _title(ax, "momentum", label)
+    return _save(fig, path)
+
+
+def batch_size(r: dict, label: str, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    for size, curve in zip(r["batch_sizes"], r["loss_curves"], strict=True):
+        epochs = np.linspace(0, 1, len(curve))
+        left.plot(epochs, curve, lw=0.7, label=f"batch {size}")
+    left.set_xlabel("share of training done")
+    left.set_ylabel("training loss per step")
+    left.legend(fontsize=8)
+    right.plot(r["batch_sizes"], r["noise"], "o-", label="curve noise (roughness)")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("batch size")
+    right.set_ylabel("curve roughness")
+    twin = right.twinx()
+    twin.plot(r["batch_sizes"], 100 * np.asarray(r["val_accuracy"]), "s--", color="tab:green")
+    twin.set_ylabel("validation accuracy (%)", color="tab:green")
+    _title(left, "batch_size", label)
+    return _save(fig, path)
+
+
+def annealing(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    names = list(r["schedules"])
+    for i, name in enumerate(names):
+        values = 100 * np.asarray(r["schedules"][name])
+        ax.scatter(np.full(len(values), i), values, color="black", s=14, zorder=3)
+        ax.bar(i, values.mean(), color="tab:grey" if name == "constant" else "tab:blue",
+               alpha=0.6)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(f"validation accuracy (%), {r['seeds']} seeds")
+    low = min(min(v) for v in r["schedules"].values())
+    ax.set_ylim(max(0, 100 * low - 10), None)
+    _title(ax, "annealing", label)
+    return _save(fig, path)
+
+
+def adam_robustness(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name in ("sgd", "adam"):
+        ax.semilogx(r["rates"], 100 * np.asarray(r[name]), "o-", label=name.upper())
+    ax.set_xlabel("learning rate (constant)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.legend(fontsize=8)
+    _title(ax, "adam_robustness", label)
+    return _save(fig, path)
+
+
+def inductive_bias(r: dict, label: str, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    for family in FAMILY_NAMES:
+        name = f"{family.upper()} ({r[family]['params']:,} parameters)"
+        shifts = r[family]["shift"]
+        left.plot([int(k) for k in shifts], [100 * v for v in shifts.values()], "o-", label=name)
+        rotations = r[family]["rotation"]
+        right.plot([int(k) for k in rotations], [100 * v for v in rotations.values()], "o-",
+                   label=name)
+    left.set_xlabel("test images shifted by (pixels)")
+    right.set_xlabel("test images rotated by (degrees)")
+    for ax in (left, right):
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=8)
+    _title(left, "inductive_bias", label)
+    return _save(fig, path)
+
+
+def regularisation_gap(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    names = list(r["settings"])
+    x = np.arange(len(names))
+    train = [100 * r["settings"][n]["train_accuracy"] for n in names]
+    val = [100 * r["settings"][n]["val_accuracy"] for n in names]
+    ax.bar(x - 0.2, train, 0.4, label="training (inference mode)")
+    ax.bar(x + 0.2, val, 0.4, label="validation")
+    ax.set_xticks(x, names)
+    ax.set_ylabel(f"accuracy (%), {r['train_images']} training images")
+    ax.legend(fontsize=8)
+    _title(ax, "regularisation_gap", label)
+    return _save(fig, path)
+
+
+def early_stopping(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    epochs = np.arange(1, len(r["val_loss"]) + 1)
+    ax.plot(epochs, r["loss"], "o-", label="training loss")
+    ax.plot(epochs, r["val_loss"], "o-", label="validation loss")
+    best = int(np.argmin(r["val_loss"])) + 1
+    ax.axvline(best, color="tab:green", ls="--", label=f"restored weights (epoch {best})")
+    ax.axvline(r["stopped_epoch"], color="tab:red", ls=":",
+               label=f"stopped (epoch {r['stopped_epoch']} of {r['epochs_allowed']})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    _title(ax, "early_stopping", label)
+    return _save(fig, path)
+
+
+def vanishing_gradients(r: dict, label: str, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True, layout="constrained")
+    for ax, when in zip(axes, ("init", "trained"), strict=True):
+        for name, v in r["configs"].items():
+            ax.semilogy(range(1, len(v[when]) + 1), v[when], "o-" if "bn" in name else "o--",
+                        ms=3, label=name)
+        ax.set_xlabel("layer (input side first)")
+        ax.set_title("at initialisation" if when == "init" else f"after {r['steps']} steps",
+                     fontsize=9)
+    axes[0].set_ylabel("gradient norm of the layer's kernel")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{CLAIMS['vanishing_gradients'][0]}: {label} by this run", fontsize=10)
+    return _save(fig, path)
+
+
+def batch_norm(r: dict, label: str, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    for ax, key, xlabel in ((left, "rates", "learning rate (momentum SGD, constant)"),
+                            (right, "depths", "conv layers (no residual)")):
+        xs = list(r[key])
+        for variant, style in (("bn", "o-"), ("plain", "s--")):
+            ax.plot([float(x) for x in xs], [100 * r[key][x][variant] for x in xs], style,
+                    label="batch norm" if variant == "bn" else "without")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.legend(fontsize=8)
+    left.set_xscale("log")
+    _title(left, "batch_norm", label)
+    return _save(fig, path)
+
+
+def ablations(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    names = list(r["ablations"])
+    diffs = [100 * (r["ablations"][n]["accuracy"] - r["baseline_accuracy"]) for n in names]
+    colors = ["tab:red" if r["ablations"][n]["p_value"] < 0.05 else "tab:grey" for n in names]
+    ax.barh(names, diffs, color=colors)
+    for i, n in enumerate(names):
+        ax.annotate(f"p={r['ablations'][n]['p_value']:.2g}", (diffs[i], i), fontsize=8,
+                    xytext=(4 if diffs[i] >= 0 else -4, 0), textcoords="offset points",
+                    ha="left" if diffs[i] >= 0 else "right", va="center")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel(f"test accuracy change without it (points; champion "
+                  f"{100 * r['baseline_accuracy']:.1f}%, {r['test_images']} images)")
+    _title(ax, "ablations", label)
+    return _save(fig, path)
+
+
+FIGURES = {name: globals()[name] for name in CLAIMS}

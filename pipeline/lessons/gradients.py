@@ -1,0 +1,52 @@
+"""Per-layer gradient norms of a Keras model, on the TensorFlow or the JAX backend.
+
+Keras 3 has no backend-neutral gradient call, so this is one small path per backend: a
+``tf.GradientTape`` on TensorFlow, ``jax.grad`` over ``model.stateless_call`` on JAX (the way
+Keras' own JAX trainer differentiates). Both return the same thing: the L2 norm of the loss
+gradient for each layer's kernel, input side first. Tested on both (tests/test_lessons.py).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def kernel_gradient_norms(model, images, labels, loss) -> list[tuple[str, float]]:
+    """(layer name, gradient norm of its kernel) in the model's order, for one batch in
+    training mode (batch norm uses the batch's statistics, dropout is on)."""
+    images = np.asarray(images, dtype="float32")  # pixels in [0, 255], as the stem expects
+    variables = model.trainable_variables
+    kernels = [i for i, v in enumerate(variables) if v.path.endswith("kernel")]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        grads = _tensorflow_gradients(model, images, labels, loss)
+    elif backend == "jax":
+        grads = _jax_gradients(model, images, labels, loss)
+    else:
+        raise NotImplementedError(f"gradient norms are wired for tensorflow and jax, not "
+                                  f"{backend}")
+    return [(variables[i].path.split("/")[0],
+             float(np.linalg.norm(np.asarray(grads[i], dtype=np.float64)))) for i in kernels]
+
+
+def _tensorflow_gradients(model, images, labels, loss):
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(images)
+    with tf.GradientTape() as tape:
+        value = loss(labels, model(x, training=True))
+    return tape.gradient(value, model.trainable_variables)
+
+
+def _jax_gradients(model, images, labels, loss):
+    import jax
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+
+    def loss_of(weights):
+        logits, _ = model.stateless_call(weights, non_trainable, images, training=True)
+        return loss(labels, logits)
+
+    return jax.grad(loss_of)(trainable)

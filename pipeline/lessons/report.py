@@ -1,0 +1,56 @@
+"""reports/lessons.md: per claim the lecture's words, this run's verdict, its figure and the
+numbers behind it. Written from the results alone (no training), so it can be redrawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.lessons import CLAIMS
+from pipeline.lessons.verdicts import Verdict
+
+MARK = {True: "supported", False: "**not supported**", None: "inconclusive"}
+
+
+def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Path],
+                 failures: dict[str, str], setup: dict) -> Path:
+    lines = [
+        "# The lecture's claims, measured",
+        "",
+        f"Each claim below was put to a controlled experiment: one factor changed, everything "
+        f"else fixed. Data: {setup['train_images']:,} training, {setup['val_images']:,} "
+        f"validation and {setup['test_images']:,} test images of {setup['dataset']} "
+        f"(per-class subsets of the prepared splits), {setup['epochs']} "
+        f"epoch{'s' if setup['epochs'] != 1 else ''} a run unless the claim says otherwise, "
+        f"seed {setup['seed']}; Keras backend {setup['backend']}; "
+        f"{setup['runs']} trainings in {setup['minutes']:.1f} minutes. The verdicts are "
+        "computed from the numbers by pipeline/lessons/verdicts.py (each function states its "
+        "threshold); small subsets and few epochs mean a verdict speaks for this setting, "
+        "not for every network.",
+        "",
+        "| claim | verdict | what decided it |",
+        "|---|---|---|",
+    ]
+    for name in setup["claims"]:
+        title = CLAIMS[name][0]
+        if name in failures:
+            lines.append(f"| {title} | failed | {failures[name]} |")
+        else:
+            verdict = verdicts[name]
+            lines.append(f"| [{title}](#{_anchor(title)}) | {MARK[verdict.supported]} | "
+                         f"{verdict.text} |")
+    for name in setup["claims"]:
+        title, claim = CLAIMS[name]
+        lines += ["", f"## {title}", "", f"*Claim:* {claim}.", ""]
+        if name in failures:
+            lines.append(f"The experiment failed: {failures[name]}")
+            continue
+        verdict = verdicts[name]
+        lines += [f"*Verdict:* {MARK[verdict.supported]}: {verdict.text}.", "",
+                  f"![{title}]({figures[name].relative_to(path.parent).as_posix()})", "",
+                  f"Numbers: `results/lessons/{name}.json`."]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _anchor(title: str) -> str:
+    return "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c == "-")

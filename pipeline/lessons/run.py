@@ -1,0 +1,137 @@
+"""The lessons stage: run each claim's experiment, log it to MLflow, draw its figure, compute
+its verdict, write reports/lessons.md.
+
+MLflow: the experiment ``<tracking.experiment>-lessons`` gets one run per claim, with a child
+run per setting (its configuration as params, per-epoch curves, final scores). One claim that
+fails is reported and the others still run; the stage then exits non-zero so DVC keeps none
+of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+from pipeline.config import Params
+from pipeline.data import store
+from pipeline.errors import ConfigError, UserError
+from pipeline.lessons import CLAIM_NAMES, CLAIMS
+from pipeline.tracking import names
+
+log = logging.getLogger(__name__)
+
+
+class LessonsFailed(UserError):
+    exit_code = 1
+
+
+def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file: Path,
+                results_dir: Path, report_path: Path) -> dict:
+    p = params.lessons
+    claims = list(p.claims or CLAIM_NAMES)
+    unknown = [c for c in claims if c not in CLAIMS]
+    if unknown:
+        raise ConfigError(params_file, "lessons.claims", unknown[0],
+                          f"not a claim; one of {', '.join(CLAIM_NAMES)}")
+    import keras
+
+    from pipeline.lessons import experiments, figures, report, verdicts
+    from pipeline.lessons.training import load_lesson_data
+
+    champion = None
+    if "ablations" in claims:  # checked first: a missing champion fails before any training
+        champion = store.read_json(champion_file, "the default pipeline")["hyperparameters"]
+    data = load_lesson_data(data_dir, p.train_per_class, p.eval_per_class, p.seed)
+    tracker = _Tracker(params)
+    counter = {"runs": 0}
+
+    def report_setting(claim: str, setting: str, cfg: dict, result: dict) -> None:
+        counter["runs"] += 1
+        scores = {k: v for k, v in result.items() if isinstance(v, (int, float))
+                  and not isinstance(v, bool) and math.isfinite(v)}
+        log.info("  %s / %s: %s", claim, setting,
+                 ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k != "seconds"))
+        tracker.setting(setting, cfg, result.get("history", {}), scores)
+
+    lab = experiments.Lab(data, p, report_setting, champion)
+    figures_dir = report_path.parent / "lessons"
+    results, found, drawn, failures = {}, {}, {}, {}
+    started = time.monotonic()
+    for index, claim in enumerate(claims, 1):
+        log.info("lesson %d of %d: %s (%s; %.1f min so far)", index, len(claims),
+                 CLAIMS[claim][0], CLAIMS[claim][1], (time.monotonic() - started) / 60)
+        tracker.open_claim(claim)
+        try:
+            if claim == "adam_robustness":
+                sgd = results.get("learning_rate") or experiments.learning_rate(lab)
+                results[claim] = experiments.adam_robustness(lab, sgd)
+            else:
+                results[claim] = getattr(experiments, claim)(lab)
+        except Exception as exc:  # one claim's failure is reported; the rest still run
+            log.exception("lesson %s failed", claim)
+            failures[claim] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            tracker.close_claim(None, None, failed=True)
+            continue
+        found[claim] = verdicts.VERDICTS[claim](results[claim])
+        drawn[claim] = figures.FIGURES[claim](results[claim], found[claim].label,
+                                              figures_dir / f"{claim}.png")
+        store.atomic_write_bytes(results_dir / f"{claim}.json", json.dumps(
+            {"claim": CLAIMS[claim][1], "verdict": found[claim].label,
+             "verdict_text": found[claim].text, "result": results[claim]},
+            indent=1, default=float).encode())
+        log.info("lesson %s: %s: %s", claim, found[claim].label, found[claim].text)
+        tracker.close_claim(found[claim], drawn[claim])
+    setup = {"claims": claims, "train_images": len(data.y_train), "val_images": len(data.y_val),
+             "test_images": len(data.y_test), "dataset": data.meta.get("title", "CIFAR"),
+             "epochs": p.epochs, "seed": p.seed, "backend": keras.backend.backend(),
+             "runs": counter["runs"], "minutes": (time.monotonic() - started) / 60}
+    report.write_report(report_path, found, drawn, failures, setup)
+    log.info("wrote %s (%d claims, %d trainings, %.1f min)", report_path, len(claims),
+             counter["runs"], setup["minutes"])
+    if failures:
+        raise LessonsFailed(f"lessons failed: {', '.join(failures)} (see the log above and "
+                            f"{report_path})")
+    return {"verdicts": {k: v.label for k, v in found.items()}, **setup}
+
+
+class _Tracker:
+    """MLflow runs of the lessons, or nothing when tracking is off."""
+
+    def __init__(self, params: Params):
+        from pipeline.tracking.store import TrackingStore
+
+        tracking = params.tracking.model_copy(
+            update={"experiment": names.lessons_experiment(params.tracking.experiment)})
+        self.store = TrackingStore.from_params(tracking)
+        self.claim_run = None
+
+    def open_claim(self, claim: str) -> None:
+        if self.store:
+            self.claim_run = self.store.create_run(
+                claim, {names.ROLE: names.ROLE_LESSON, names.NOTE: CLAIMS[claim][1]})
+
+    def setting(self, name: str, cfg: dict, history: dict, scores: dict) -> None:
+        if not self.store:
+            return
+        run = self.store.create_run(name, {names.ROLE: names.ROLE_LESSON},
+                                    parent=self.claim_run)
+        self.store.log_params(run, cfg)
+        for epoch in range(max((len(v) for v in history.values()), default=0)):
+            self.store.log_metrics(run, {k: v[epoch] for k, v in history.items()
+                                         if epoch < len(v) and math.isfinite(v[epoch])}, epoch)
+        self.store.log_metrics(run, scores)
+        self.store.end_run(run)
+
+    def close_claim(self, verdict, figure: Path | None, failed: bool = False) -> None:
+        if not self.store or self.claim_run is None:
+            return
+        if verdict is not None:
+            self.store.set_tags(self.claim_run, {names.VERDICT: verdict.label,
+                                                 names.NOTE: verdict.text})
+        if figure is not None:
+            self.store.log_artifact(self.claim_run, figure)
+        self.store.end_run(self.claim_run, "FAILED" if failed else "FINISHED")
+        self.claim_run = None

@@ -1,0 +1,246 @@
+"""One verdict per claim, computed from the measured numbers alone.
+
+Each function takes the result dict its experiment wrote (``results/lessons/<claim>.json``)
+and returns a Verdict: supported (True), contradicted (False) or inconclusive (None), with one
+line that says which numbers decided. Nothing here knows what the lecture expects to see; the
+thresholds are stated in each docstring and in the report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.families import FAMILY_NAMES
+
+CLEAR_GAP = 0.02  # accuracy differences under 2 points count as no difference on these subsets
+
+
+@dataclass(frozen=True)
+class Verdict:
+    supported: bool | None  # None: this run cannot tell
+    text: str
+
+    @property
+    def label(self) -> str:
+        return {True: "supported", False: "not supported", None: "inconclusive"}[self.supported]
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _diverged(loss: float, first_loss: float) -> bool:
+    return not math.isfinite(loss) or loss > first_loss
+
+
+def learning_rate(r: dict) -> Verdict:
+    """Too small is slow: the smallest rate ends 2+ points under the best. Too large diverges:
+    the largest rate's final loss is not finite or above the loss at the start."""
+    acc, loss = r["val_accuracy"], r["final_loss"]
+    best = int(np.nanargmax(acc))
+    slow = acc[0] <= acc[best] - CLEAR_GAP
+    diverged = _diverged(loss[-1], r["first_loss"])
+    facts = (f"best rate {r['rates'][best]:g} ({_pct(acc[best])}); smallest {r['rates'][0]:g} "
+             f"{_pct(acc[0])}; largest {r['rates'][-1]:g} ends at loss {loss[-1]:.3g} "
+             f"(start {r['first_loss']:.3g})")
+    if slow and diverged:
+        return Verdict(True, f"{facts}: too small is slow, too large diverges")
+    missing = [part for part, ok in (("the smallest rate was not slower", slow),
+                                     ("the largest rate did not diverge", diverged)) if not ok]
+    return Verdict(False, f"{facts}: {' and '.join(missing)}")
+
+
+def roughness(curve) -> float:
+    """How much a per-step loss curve zigzags: the mean absolute second difference, relative
+    to the curve's mean level (0 for a straight line)."""
+    curve = np.asarray(curve, dtype=float)
+    curve = curve[np.isfinite(curve)]
+    if len(curve) < 3:
+        return float("nan")
+    return float(np.mean(np.abs(np.diff(curve, 2))) / max(np.mean(np.abs(curve)), 1e-12))
+
+
+def momentum(r: dict) -> Verdict:
+    """Speeds progress: momentum and Nesterov end with a lower training loss (mean of the last
+    fifth of the steps) than plain SGD at the same rate. Damps oscillation: their loss curves
+    are less rough (``roughness``) than SGD's."""
+    end = {k: float(np.mean(v["loss_curve"][-max(1, len(v["loss_curve"]) // 5):]))
+           for k, v in r["variants"].items()}
+    rough = {k: roughness(v["loss_curve"]) for k, v in r["variants"].items()}
+    others = [k for k in end if k != "sgd"]
+    faster = all(end[k] < end["sgd"] for k in others)
+    smoother = all(rough[k] < rough["sgd"] for k in others)
+    facts = "; ".join(f"{k}: end loss {end[k]:.3f}, roughness {rough[k]:.3f}" for k in end)
+    if faster and smoother:
+        return Verdict(True, f"{facts}: momentum is faster and smoother")
+    if faster:
+        return Verdict(False, f"{facts}: momentum is faster but not smoother here")
+    return Verdict(False, f"{facts}: momentum did not make faster progress here")
+
+
+def _spearman(x, y) -> float:
+    rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
+    if np.std(rx) == 0 or np.std(ry) == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def batch_size(r: dict) -> Verdict:
+    """Smaller batches give noisier curves: the rank correlation between batch size and curve
+    noise is -0.8 or lower. The accuracy at a fixed number of epochs is reported beside it."""
+    rho = _spearman(r["batch_sizes"], r["noise"])
+    facts = ", ".join(f"batch {b}: noise {n:.3f}, {_pct(a)}" for b, n, a in
+                      zip(r["batch_sizes"], r["noise"], r["val_accuracy"], strict=True))
+    if rho <= -0.8:
+        return Verdict(True, f"{facts}: noise falls as the batch grows (rank correlation "
+                             f"{rho:.2f})")
+    return Verdict(False, f"{facts}: noise does not fall with the batch size (rank "
+                          f"correlation {rho:.2f})")
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def annealing(r: dict) -> Verdict:
+    """Decaying the rate beats a constant rate at the same budget: the best decaying
+    schedule's mean accuracy is above the constant's by more than the larger seed spread
+    (and by 2 points with a single seed)."""
+    stats = {name: _mean_std(accs) for name, accs in r["schedules"].items()}
+    constant = stats["constant"]
+    decaying = max((k for k in stats if k != "constant"), key=lambda k: stats[k][0])
+    best = stats[decaying]
+    spread = max(best[1], constant[1]) if r.get("seeds", 1) > 1 else CLEAR_GAP
+    facts = (f"{decaying} {_pct(best[0])} vs constant {_pct(constant[0])} "
+             f"(seed spread {100 * spread:.1f} points)")
+    if best[0] - constant[0] > spread:
+        return Verdict(True, f"{facts}: annealing wins")
+    return Verdict(False, f"{facts}: no schedule beat the constant rate by more than the spread")
+
+
+def good_band_decades(rates, accuracies, tolerance: float = 0.05) -> float:
+    """Width, in decades of the learning rate, of the rates within ``tolerance`` of the best."""
+    acc = np.asarray(accuracies, dtype=float)
+    good = [rate for rate, a in zip(rates, acc, strict=True)
+            if np.isfinite(a) and a >= np.nanmax(acc) - tolerance]
+    return float(math.log10(max(good) / min(good)))
+
+
+def adam_robustness(r: dict) -> Verdict:
+    """Adam is more robust to the learning rate: the band of rates within 5 points of its best
+    spans more decades than SGD's band (same grid of rates)."""
+    sgd = good_band_decades(r["rates"], r["sgd"])
+    adam = good_band_decades(r["rates"], r["adam"])
+    facts = (f"rates within 5 points of the best: Adam {adam:.1f} decades "
+             f"(best {_pct(max(r['adam']))}), SGD {sgd:.1f} (best {_pct(max(r['sgd']))})")
+    if adam > sgd:
+        return Verdict(True, f"{facts}: Adam tolerates a wider range")
+    return Verdict(False, f"{facts}: Adam's range is not wider")
+
+
+def inductive_bias(r: dict) -> Verdict:
+    """The CNN beats an FC net of similar size by 2+ points, and keeps a larger share of its
+    accuracy on test images shifted by 4 pixels."""
+    cnn, fc = r["cnn"], r["fc"]
+    keep = {k: r[k]["shift"]["4"] / max(r[k]["shift"]["0"], 1e-12) for k in FAMILY_NAMES}
+    better = cnn["shift"]["0"] >= fc["shift"]["0"] + CLEAR_GAP
+    steadier = keep["cnn"] > keep["fc"]
+    facts = (f"CNN ({cnn['params']:,} parameters) {_pct(cnn['shift']['0'])}, FC "
+             f"({fc['params']:,}) {_pct(fc['shift']['0'])}; shifted 4 px they keep "
+             f"{_pct(keep['cnn'])} and {_pct(keep['fc'])} of it")
+    if better and steadier:
+        return Verdict(True, f"{facts}: convolution's bias pays and survives shifts")
+    missing = [p for p, ok in (("the CNN was not clearly better", better),
+                               ("the CNN did not keep more under shifts", steadier)) if not ok]
+    return Verdict(False, f"{facts}: {' and '.join(missing)}")
+
+
+def regularisation_gap(r: dict) -> Verdict:
+    """Augmentation and dropout each narrow the gap between training and validation accuracy
+    against training with neither."""
+    gap = {k: v["train_accuracy"] - v["val_accuracy"] for k, v in r["settings"].items()}
+    narrower = [k for k in ("augmentation", "dropout") if gap[k] < gap["none"]]
+    facts = ", ".join(f"{k} {100 * g:.1f} points" for k, g in gap.items())
+    if len(narrower) == 2:
+        return Verdict(True, f"train-val gap: {facts}: both narrow it")
+    if narrower:
+        return Verdict(False, f"train-val gap: {facts}: only {narrower[0]} narrows it")
+    return Verdict(False, f"train-val gap: {facts}: neither narrows it")
+
+
+def early_stopping(r: dict) -> Verdict:
+    """Early stopping helps when validation loss turns up: the restored (best) epoch comes
+    before the last one and its validation loss is lower. No turn in the budget: inconclusive."""
+    losses = r["val_loss"]
+    best = int(np.argmin(losses))
+    facts = (f"best validation loss {losses[best]:.3f} at epoch {best + 1}, last "
+             f"{losses[-1]:.3f} at epoch {len(losses)}, stopped after epoch {r['stopped_epoch']}")
+    if best == len(losses) - 1:
+        return Verdict(None, f"{facts}: validation loss never turned up in this budget")
+    if r["restored_val_loss"] <= losses[-1] and losses[-1] > losses[best]:
+        return Verdict(True, f"{facts}: the restored weights beat the last ones")
+    return Verdict(False, f"{facts}: the restored weights did not beat the last ones")
+
+
+def depth_ratio(norms) -> float:
+    """First-layer over last-layer gradient norm: far below 1 when gradients vanish."""
+    return float(norms[0] / max(norms[-1], 1e-30))
+
+
+def vanishing_gradients(r: dict) -> Verdict:
+    """Vanishing gradients: at initialisation the deep sigmoid stack's first/last layer
+    gradient ratio is 10x+ smaller than the ReLU stack's, and batch norm raises it."""
+    ratio = {k: depth_ratio(v["init"]) for k, v in r["configs"].items()}
+    facts = ", ".join(f"{k} {v:.2g}" for k, v in ratio.items())
+    vanishes = ratio["sigmoid"] * 10 <= ratio["relu"]
+    bn_helps = ratio.get("sigmoid_bn", 0.0) > ratio["sigmoid"]
+    if vanishes and bn_helps:
+        return Verdict(True, f"first/last layer gradient norm at init: {facts}: sigmoid's "
+                             "vanish, ReLU and batch norm keep them")
+    return Verdict(False, f"first/last layer gradient norm at init: {facts}: "
+                          + ("batch norm did not lift sigmoid's" if vanishes
+                             else "sigmoid's gradients did not vanish against ReLU's"))
+
+
+def batch_norm(r: dict) -> Verdict:
+    """Batch norm allows higher rates and deeper nets: at the highest rate and at the greatest
+    depth the net with batch norm is 2+ points better than the one without."""
+    top_rate = max(r["rates"], key=float)
+    deep = max(r["depths"], key=int)
+    at_rate, at_depth = r["rates"][top_rate], r["depths"][deep]
+    rate_ok = at_rate["bn"] >= at_rate["plain"] + CLEAR_GAP
+    depth_ok = at_depth["bn"] >= at_depth["plain"] + CLEAR_GAP
+    facts = (f"rate {top_rate}: {_pct(at_rate['bn'])} with BN, {_pct(at_rate['plain'])} without; "
+             f"{deep} layers: {_pct(at_depth['bn'])} with, {_pct(at_depth['plain'])} without")
+    if rate_ok and depth_ok:
+        return Verdict(True, f"{facts}: batch norm carries both")
+    missing = [p for p, ok in (("at the high rate", rate_ok), ("at depth", depth_ok)) if not ok]
+    return Verdict(False, f"{facts}: batch norm did not help {' or '.join(missing)}")
+
+
+def ablations(r: dict) -> Verdict:
+    """Each part of the champion earns its place: removing it costs accuracy on the same test
+    images with an exact McNemar p-value under 0.05. Reports how many of them do."""
+    hurt = [k for k, v in r["ablations"].items()
+            if v["accuracy"] < r["baseline_accuracy"] and v["p_value"] < 0.05]
+    facts = ", ".join(f"-{k} {100 * (v['accuracy'] - r['baseline_accuracy']):+.1f} points "
+                      f"(p={v['p_value']:.2g})" for k, v in r["ablations"].items())
+    n = len(r["ablations"])
+    if len(hurt) == n:
+        return Verdict(True, f"champion {_pct(r['baseline_accuracy'])}; {facts}: every part "
+                             "counts")
+    return Verdict(False, f"champion {_pct(r['baseline_accuracy'])}; {facts}: {len(hurt)} of "
+                          f"{n} removals cost significant accuracy")
+
+
+VERDICTS = {
+    "learning_rate": learning_rate, "momentum": momentum, "batch_size": batch_size,
+    "annealing": annealing, "adam_robustness": adam_robustness,
+    "inductive_bias": inductive_bias, "regularisation_gap": regularisation_gap,
+    "early_stopping": early_stopping, "vanishing_gradients": vanishing_gradients,
+    "batch_norm": batch_norm, "ablations": ablations,
+}

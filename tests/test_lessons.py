@@ -1,0 +1,222 @@
+"""The lessons pipeline: verdicts follow the numbers (synthetic results for and against each
+claim), per-layer gradient norms agree on TensorFlow and JAX, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.lessons import CLAIM_NAMES
+from pipeline.lessons.verdicts import VERDICTS
+from tests.conftest import REPO, make_tiny_cifar
+
+RATES = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
+
+
+def _curve(level: float, wiggle: float, n: int = 60) -> list[float]:
+    steps = np.arange(n)
+    return list(level + 1.5 * np.exp(-steps / 15) + wiggle * (-1.0) ** steps)
+
+
+def _shifted(base: float, keep: float) -> dict:
+    return {str(p): base * (1 - (1 - keep) * p / 4) for p in (0, 2, 4, 6, 8)}
+
+
+# claim -> (numbers as the lecture expects them, numbers that contradict it)
+CASES = {
+    "learning_rate": (
+        {"rates": RATES, "val_accuracy": [0.12, 0.3, 0.45, 0.5, 0.2, 0.1],
+         "final_loss": [2.2, 1.8, 1.4, 1.3, 2.0, math.nan], "first_loss": math.log(10)},
+        {"rates": RATES, "val_accuracy": [0.5, 0.5, 0.5, 0.5, 0.5, 0.49],
+         "final_loss": [1.3, 1.3, 1.3, 1.3, 1.3, 1.4], "first_loss": math.log(10)}),
+    "momentum": (
+        {"learning_rate": 0.02, "variants": {"sgd": {"loss_curve": _curve(1.0, 0.2),
+                                                     "val_accuracy": 0.4},
+                                             "momentum": {"loss_curve": _curve(0.6, 0.05),
+                                                          "val_accuracy": 0.5},
+                                             "nesterov": {"loss_curve": _curve(0.5, 0.05),
+                                                          "val_accuracy": 0.5}}},
+        {"learning_rate": 0.02, "variants": {"sgd": {"loss_curve": _curve(0.5, 0.05),
+                                                     "val_accuracy": 0.5},
+                                             "momentum": {"loss_curve": _curve(1.0, 0.2),
+                                                          "val_accuracy": 0.4},
+                                             "nesterov": {"loss_curve": _curve(0.9, 0.2),
+                                                          "val_accuracy": 0.4}}}),
+    "batch_size": (
+        {"batch_sizes": [32, 128, 512], "val_accuracy": [0.5, 0.48, 0.4],
+         "noise": [0.3, 0.1, 0.05]},
+        {"batch_sizes": [32, 128, 512], "val_accuracy": [0.5, 0.48, 0.4],
+         "noise": [0.05, 0.1, 0.3]}),
+    "annealing": (
+        {"seeds": 2, "schedules": {"constant": [0.40, 0.41], "step": [0.45, 0.46],
+                                   "cosine": [0.47, 0.46], "linear": [0.48, 0.47]}},
+        {"seeds": 2, "schedules": {"constant": [0.48, 0.47], "step": [0.45, 0.46],
+                                   "cosine": [0.47, 0.46], "linear": [0.46, 0.47]}}),
+    "adam_robustness": (
+        {"rates": RATES, "sgd": [0.1, 0.2, 0.4, 0.5, 0.1, 0.1],
+         "adam": [0.3, 0.5, 0.48, 0.47, 0.1, 0.1]},
+        {"rates": RATES, "sgd": [0.1, 0.45, 0.48, 0.5, 0.47, 0.1],
+         "adam": [0.2, 0.5, 0.3, 0.1, 0.1, 0.1]}),
+    "inductive_bias": (
+        {"cnn": {"params": 98000, "shift": _shifted(0.6, 0.9), "rotation": {"0": 0.6}},
+         "fc": {"params": 99000, "shift": _shifted(0.4, 0.5), "rotation": {"0": 0.4}}},
+        {"cnn": {"params": 98000, "shift": _shifted(0.4, 0.5), "rotation": {"0": 0.4}},
+         "fc": {"params": 99000, "shift": _shifted(0.41, 0.9), "rotation": {"0": 0.41}}}),
+    "regularisation_gap": (
+        {"train_images": 1000, "settings": {
+            "none": {"train_accuracy": 0.99, "val_accuracy": 0.4},
+            "augmentation": {"train_accuracy": 0.7, "val_accuracy": 0.45},
+            "dropout": {"train_accuracy": 0.9, "val_accuracy": 0.42},
+            "both": {"train_accuracy": 0.6, "val_accuracy": 0.46}}},
+        {"train_images": 1000, "settings": {
+            "none": {"train_accuracy": 0.6, "val_accuracy": 0.45},
+            "augmentation": {"train_accuracy": 0.9, "val_accuracy": 0.4},
+            "dropout": {"train_accuracy": 0.95, "val_accuracy": 0.4},
+            "both": {"train_accuracy": 0.9, "val_accuracy": 0.4}}}),
+    "early_stopping": (
+        {"val_loss": [2.0, 1.6, 1.5, 1.7, 1.9], "loss": [2, 1.5, 1.2, 0.9, 0.6],
+         "stopped_epoch": 5, "epochs_allowed": 16, "restored_val_loss": 1.5},
+        {"val_loss": [2.0, 1.6, 1.5, 1.7, 1.9], "loss": [2, 1.5, 1.2, 0.9, 0.6],
+         "stopped_epoch": 5, "epochs_allowed": 16, "restored_val_loss": 2.5}),
+    "vanishing_gradients": (
+        {"steps": 50, "configs": {
+            "sigmoid": {"init": [1e-6, 1e-4, 1e-2], "trained": [1e-6, 1e-4, 1e-2]},
+            "relu": {"init": [0.1, 0.1, 0.1], "trained": [0.1, 0.1, 0.1]},
+            "sigmoid_bn": {"init": [0.05, 0.07, 0.1], "trained": [0.05, 0.07, 0.1]}}},
+        {"steps": 50, "configs": {
+            "sigmoid": {"init": [0.1, 0.1, 0.1], "trained": [0.1, 0.1, 0.1]},
+            "relu": {"init": [0.1, 0.1, 0.1], "trained": [0.1, 0.1, 0.1]},
+            "sigmoid_bn": {"init": [0.1, 0.1, 0.1], "trained": [0.1, 0.1, 0.1]}}}),
+    "batch_norm": (
+        {"rates": {"0.05": {"bn": 0.5, "plain": 0.48}, "2": {"bn": 0.45, "plain": 0.1}},
+         "depths": {"4": {"bn": 0.5, "plain": 0.49}, "13": {"bn": 0.5, "plain": 0.2}}},
+        {"rates": {"0.05": {"bn": 0.5, "plain": 0.48}, "2": {"bn": 0.1, "plain": 0.1}},
+         "depths": {"4": {"bn": 0.5, "plain": 0.49}, "13": {"bn": 0.3, "plain": 0.45}}}),
+    "ablations": (
+        {"baseline_accuracy": 0.6, "test_images": 1000, "ablations": {
+            "batch_norm": {"accuracy": 0.4, "p_value": 1e-9},
+            "schedule": {"accuracy": 0.5, "p_value": 1e-4}}},
+        {"baseline_accuracy": 0.6, "test_images": 1000, "ablations": {
+            "batch_norm": {"accuracy": 0.61, "p_value": 0.6},
+            "schedule": {"accuracy": 0.59, "p_value": 0.7}}}),
+}
+
+
+def test_every_claim_has_a_verdict_and_a_case():
+    assert set(VERDICTS) == set(CLAIM_NAMES) == set(CASES)
+
+
+@pytest.mark.parametrize("claim", CLAIM_NAMES)
+def test_verdicts_follow_the_numbers(claim):
+    """The same function says 'supported' to numbers that bear the claim out and 'not
+    supported' to numbers that contradict it: the verdict is computed, not written."""
+    supporting, contradicting = CASES[claim]
+    yes, no = VERDICTS[claim](supporting), VERDICTS[claim](contradicting)
+    assert yes.supported is True, yes.text
+    assert no.supported is False, no.text
+    assert yes.label == "supported" and no.label == "not supported"
+    assert "\n" not in yes.text and "\n" not in no.text
+
+
+def test_early_stopping_without_a_turn_is_inconclusive():
+    verdict = VERDICTS["early_stopping"]({"val_loss": [2.0, 1.8, 1.6], "stopped_epoch": 3,
+                                          "restored_val_loss": 1.6})
+    assert verdict.supported is None and "never turned up" in verdict.text
+
+
+GRADIENTS = """
+import json, sys
+import numpy as np
+import keras
+from pipeline.lessons.gradients import kernel_gradient_norms
+from pipeline.lessons.training import base_config, build, LessonData
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+y = rng.integers(0, 10, 32).astype(np.uint8)
+meta = {"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3}
+data = LessonData(x, y, x, y, x, y, meta)
+cfg = base_config("fc", layers=6, units=16, shrink=1.0, dropout=0.0, activation="sigmoid",
+                  batch_norm=False)
+model = build(cfg, data, "fc", seed=0)
+weights = rng.standard_normal(sum(w.size for w in model.get_weights()))
+offset, fixed = 0, []
+for w in model.get_weights():  # the same weights on both backends
+    fixed.append((0.2 * weights[offset:offset + w.size]).reshape(w.shape).astype(w.dtype))
+    offset += w.size
+model.set_weights(fixed)
+print(json.dumps(kernel_gradient_norms(model, x, y, model.loss)))
+"""
+
+
+def test_gradient_norms_agree_on_tensorflow_and_jax():
+    """One path per backend, the same numbers: the same weights and batch give the same
+    per-layer norms on TensorFlow and on JAX."""
+    norms = {}
+    for backend in ("tensorflow", "jax"):
+        out = subprocess.run([sys.executable, "-c", GRADIENTS], cwd=REPO, check=True,
+                             capture_output=True, text=True,
+                             env={**os.environ, "KERAS_BACKEND": backend})
+        norms[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+    tf_norms, jax_norms = norms["tensorflow"], norms["jax"]
+    assert [n for n, _ in tf_norms] == [n for n, _ in jax_norms]
+    assert len(tf_norms) == 7  # six hidden layers and the logits
+    np.testing.assert_allclose([v for _, v in tf_norms], [v for _, v in jax_norms], rtol=2e-3)
+    values = [v for _, v in tf_norms]
+    assert all(v > 0 and math.isfinite(v) for v in values)
+    assert values[0] < values[-1]  # a sigmoid stack: smaller gradients at the input side
+
+
+@pytest.mark.slow
+def test_lessons_end_to_end_tiny(tmp_path):
+    """Every claim's experiment on tiny generated data, 1 epoch: results, figures, verdicts,
+    the report and the MLflow runs (a real SQLite store)."""
+    source = make_tiny_cifar(tmp_path / "src", per_class=4, test_per_class=4)
+    params = {"prepare": {"source": str(source), "checksums": "warn"},
+              "lessons": {"train_per_class": 12, "eval_per_class": 2, "epochs": 1, "seeds": 1,
+                          "ablation_epochs": 1},
+              "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "t"}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    prepared = tmp_path / "prepared"
+    subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--params", str(params_file),
+                    "--out", str(prepared), "--preview", str(tmp_path / "p.png")], cwd=REPO,
+                   check=True, capture_output=True)
+    champion = tmp_path / "best_hparams.json"
+    champion.write_text(json.dumps({"family": "cnn", "hyperparameters": {
+        "stages": 2, "convs_per_stage": 2, "block_stages": "ends", "base_filters": 8,
+        "filter_growth": 2.0, "kernel_size": 3, "residual": True, "batch_norm": True,
+        "activation": "relu", "dropout": 0.0, "head": "global_max", "dense_units": 0,
+        "logit_scale": 0.125, "optimizer": "nesterov", "learning_rate": 0.1, "momentum": 0.9,
+        "schedule": "one_cycle", "warmup_fraction": 0.2, "batch_size": 64,
+        "weight_decay": 5e-4, "label_smoothing": 0.1, "aug_flip": True, "aug_crop": 4,
+        "aug_rotation": 0.0, "aug_brightness": 0.0, "aug_contrast": 0.0,
+        "aug_saturation": 0.0, "aug_erasing": 0.0}}))
+    report = tmp_path / "reports" / "lessons.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "lessons", "--params", str(params_file), "--data",
+         str(prepared), "--champion", str(champion), "--results", str(tmp_path / "results"),
+         "--out", str(report)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = report.read_text()
+    for claim in CLAIM_NAMES:
+        result = json.loads((tmp_path / "results" / f"{claim}.json").read_text())
+        assert result["verdict"] in ("supported", "not supported", "inconclusive")
+        assert result["verdict_text"] in text
+        assert (report.parent / "lessons" / f"{claim}.png").stat().st_size > 5000
+    assert "lesson 11 of 11" in done.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=params["tracking"]["uri"])
+    experiment = client.get_experiment_by_name("t-lessons")
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    claim_runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_name for r in claim_runs) == sorted(CLAIM_NAMES)
+    assert all(r.data.tags.get("verdict") for r in claim_runs)
+    assert len(runs) - len(claim_runs) >= 40  # a child run per setting
