@@ -37,18 +37,16 @@ CASES = {
         {"rates": RATES, "val_accuracy": [0.5, 0.5, 0.5, 0.5, 0.5, 0.49],
          "final_loss": [1.3, 1.3, 1.3, 1.3, 1.3, 1.4], "first_loss": math.log(10)}),
     "momentum": (
-        {"learning_rate": 0.02, "variants": {"sgd": {"loss_curve": _curve(1.0, 0.2),
-                                                     "val_accuracy": 0.4},
-                                             "momentum": {"loss_curve": _curve(0.6, 0.05),
-                                                          "val_accuracy": 0.5},
-                                             "nesterov": {"loss_curve": _curve(0.5, 0.05),
-                                                          "val_accuracy": 0.5}}},
-        {"learning_rate": 0.02, "variants": {"sgd": {"loss_curve": _curve(0.5, 0.05),
-                                                     "val_accuracy": 0.5},
-                                             "momentum": {"loss_curve": _curve(1.0, 0.2),
-                                                          "val_accuracy": 0.4},
-                                             "nesterov": {"loss_curve": _curve(0.9, 0.2),
-                                                          "val_accuracy": 0.4}}}),
+        {"learning_rate": 0.02, "momentum": 0.9, "variants": {
+            "sgd": {"loss_curve": _curve(1.0, 0.05), "val_accuracy": 0.4},
+            "momentum": {"loss_curve": _curve(0.6, 0.05), "val_accuracy": 0.5},
+            "nesterov": {"loss_curve": _curve(0.5, 0.05), "val_accuracy": 0.5},
+            "sgd_same_step": {"loss_curve": _curve(0.7, 0.3), "val_accuracy": 0.3}}},
+        {"learning_rate": 0.02, "momentum": 0.9, "variants": {
+            "sgd": {"loss_curve": _curve(1.0, 0.05), "val_accuracy": 0.4},
+            "momentum": {"loss_curve": _curve(0.6, 0.3), "val_accuracy": 0.5},
+            "nesterov": {"loss_curve": _curve(0.5, 0.3), "val_accuracy": 0.5},
+            "sgd_same_step": {"loss_curve": _curve(0.7, 0.05), "val_accuracy": 0.3}}}),
     "batch_size": (
         {"batch_sizes": [32, 128, 512], "val_accuracy": [0.5, 0.48, 0.4],
          "noise": [0.3, 0.1, 0.05]},
@@ -60,9 +58,10 @@ CASES = {
         {"seeds": 2, "schedules": {"constant": [0.48, 0.47], "step": [0.45, 0.46],
                                    "cosine": [0.47, 0.46], "linear": [0.46, 0.47]}}),
     "adam_robustness": (
-        {"rates": RATES, "sgd": [0.1, 0.2, 0.4, 0.5, 0.1, 0.1],
-         "adam": [0.3, 0.5, 0.48, 0.47, 0.1, 0.1]},
-        {"rates": RATES, "sgd": [0.1, 0.45, 0.48, 0.5, 0.47, 0.1],
+        {"rates": RATES, "chance": 0.1, "sgd": [0.1, 0.2, 0.4, 0.5, 0.1, 0.1],
+         "adam": [0.45, 0.5, 0.48, 0.3, 0.1, 0.1]},
+        # SGD that never trains has no band at all, not the widest one
+        {"rates": RATES, "chance": 0.1, "sgd": [0.1, 0.45, 0.48, 0.5, 0.47, 0.1],
          "adam": [0.2, 0.5, 0.3, 0.1, 0.1, 0.1]}),
     "inductive_bias": (
         {"cnn": {"params": 98000, "shift": _shifted(0.6, 0.9), "rotation": {"0": 0.6}},
@@ -123,6 +122,17 @@ def test_verdicts_follow_the_numbers(claim):
     assert no.supported is False, no.text
     assert yes.label == "supported" and no.label == "not supported"
     assert "\n" not in yes.text and "\n" not in no.text
+
+
+def test_an_optimizer_that_never_trains_has_no_good_band():
+    from pipeline.lessons.verdicts import good_band_decades
+
+    assert good_band_decades(RATES, [0.1, 0.11, 0.12, 0.13, 0.1, 0.1], chance=0.1) is None
+    assert good_band_decades(RATES, [0.1, 0.5, 0.45, 0.2, 0.1, 0.1], chance=0.1) == 1.0
+    verdict = VERDICTS["adam_robustness"]({"rates": RATES, "chance": 0.1,
+                                           "sgd": [0.1, 0.11, 0.12, 0.13, 0.1, 0.1],
+                                           "adam": [0.3, 0.4, 0.2, 0.1, 0.1, 0.1]})
+    assert verdict.supported is True  # SGD's band is empty, not six decades wide
 
 
 def test_early_stopping_without_a_turn_is_inconclusive():

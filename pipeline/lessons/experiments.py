@@ -43,13 +43,16 @@ class Lab:
         return result
 
 
+def _plain(**changes) -> dict:
+    """The base CNN as the optimizer lessons use it: no batch norm (which would hide the
+    rate's effect), unscaled logits, a constant rate."""
+    return base_config(batch_norm=False, logit_scale=1.0, schedule="constant", **changes)
+
+
 def learning_rate(lab: Lab) -> dict:
-    """Plain SGD at a constant rate over four decades and more, without batch norm (which
-    would hide the effect): the final loss and accuracy against the rate."""
+    """Plain SGD at a constant rate over six decades: final loss and accuracy against it."""
     runs = [lab.run("learning_rate", f"sgd lr={rate:g}",
-                    base_config(optimizer="sgd", learning_rate=rate, schedule="constant",
-                                batch_norm=False))
-            for rate in SGD_RATES]
+                    _plain(optimizer="sgd", learning_rate=rate)) for rate in SGD_RATES]
     return {"rates": SGD_RATES, "val_accuracy": [r["val_accuracy"] for r in runs],
             "final_loss": [r["final_loss"] for r in runs],
             "loss_curves": [r["history"].get("loss", []) for r in runs],
@@ -59,22 +62,25 @@ def learning_rate(lab: Lab) -> dict:
 def adam_robustness(lab: Lab, sgd: dict) -> dict:
     """Adam on the learning-rate lesson's grid, beside its SGD results."""
     runs = [lab.run("adam_robustness", f"adam lr={rate:g}",
-                    base_config(optimizer="adam", learning_rate=rate, schedule="constant",
-                                batch_norm=False, weight_decay=0.0))
-            for rate in SGD_RATES]
+                    _plain(optimizer="adam", learning_rate=rate)) for rate in SGD_RATES]
     return {"rates": SGD_RATES, "sgd": sgd["val_accuracy"],
-            "adam": [r["val_accuracy"] for r in runs]}
+            "adam": [r["val_accuracy"] for r in runs], "chance": 1 / lab.data.num_classes}
 
 
-def momentum(lab: Lab) -> dict:
-    """SGD, heavy-ball momentum and Nesterov at the same constant rate: per-step losses."""
+def momentum(lab: Lab, rate: float = 0.02, beta: float = 0.9) -> dict:
+    """SGD, heavy-ball momentum and Nesterov at the same constant rate (does momentum speed
+    progress?), and SGD at the rate momentum's steps average to, rate / (1 - beta) (at equal
+    step size, does averaging damp the oscillation?): per-step losses."""
     variants = {}
-    for name in ("sgd", "momentum", "nesterov"):
-        result = lab.run("momentum", name, base_config(optimizer=name, learning_rate=0.02,
-                                                       schedule="constant"))
-        variants[name] = {"loss_curve": result["step_losses"],
+    for name, optimizer, lr in (("sgd", "sgd", rate), ("momentum", "momentum", rate),
+                                ("nesterov", "nesterov", rate),
+                                ("sgd_same_step", "sgd", rate / (1 - beta))):
+        result = lab.run("momentum", f"{name} lr={lr:g}",
+                         base_config(optimizer=optimizer, learning_rate=lr, momentum=beta,
+                                     schedule="constant"))
+        variants[name] = {"loss_curve": result["step_losses"], "learning_rate": lr,
                           "val_accuracy": result["val_accuracy"]}
-    return {"learning_rate": 0.02, "variants": variants}
+    return {"learning_rate": rate, "momentum": beta, "variants": variants}
 
 
 def batch_size(lab: Lab) -> dict:
@@ -87,13 +93,15 @@ def batch_size(lab: Lab) -> dict:
 
 
 def annealing(lab: Lab) -> dict:
-    """A constant rate against decaying schedules, same peak and budget, several seeds."""
+    """A constant rate against decaying schedules, same peak and budget (twice the epochs of
+    the other lessons), several seeds."""
     seeds = [lab.params.seed + i for i in range(lab.params.seeds)]
-    schedules = {name: [lab.run("annealing", f"{name} seed={seed}",
-                                base_config(schedule=name), seed=seed)["val_accuracy"]
+    epochs = 2 * lab.params.epochs  # annealing pays near the end of training: let it get there
+    schedules = {name: [lab.run("annealing", f"{name} seed={seed}", base_config(schedule=name),
+                                seed=seed, epochs=epochs)["val_accuracy"]
                         for seed in seeds]
                  for name in ("constant", "step", "cosine", "linear")}
-    return {"schedules": schedules, "seeds": len(seeds)}
+    return {"schedules": schedules, "seeds": len(seeds), "epochs": epochs}
 
 
 def shift_images(images: np.ndarray, pixels: int) -> np.ndarray:

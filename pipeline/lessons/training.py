@@ -26,7 +26,7 @@ LESSON_CNN = {"stages": 3, "convs_per_stage": 1, "block_stages": "all", "base_fi
               "activation": "relu", "dropout": 0.0, "head": "global_max", "dense_units": 0,
               "logit_scale": 0.125}
 LESSON_RECIPE = {"optimizer": "nesterov", "learning_rate": 0.1, "momentum": 0.9,
-                 "schedule": "one_cycle", "warmup_fraction": 0.2, "batch_size": 128,
+                 "schedule": "one_cycle", "warmup_fraction": 0.2, "batch_size": 64,
                  "weight_decay": 5e-4, "label_smoothing": 0.0}
 NO_AUGMENTATION = AugmentationParams(flip=False, crop_padding=0)
 

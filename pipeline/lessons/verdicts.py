@@ -28,6 +28,14 @@ class Verdict:
         return {True: "supported", False: "not supported", None: "inconclusive"}[self.supported]
 
 
+def _all_of(facts: str, success: str, checks: list[tuple[bool, str]]) -> Verdict:
+    """Supported when every check holds; otherwise the facts and each check that failed."""
+    failed = [why for ok, why in checks if not ok]
+    if not failed:
+        return Verdict(True, f"{facts}: {success}")
+    return Verdict(False, f"{facts}: {' and '.join(failed)}")
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -46,11 +54,9 @@ def learning_rate(r: dict) -> Verdict:
     facts = (f"best rate {r['rates'][best]:g} ({_pct(acc[best])}); smallest {r['rates'][0]:g} "
              f"{_pct(acc[0])}; largest {r['rates'][-1]:g} ends at loss {loss[-1]:.3g} "
              f"(start {r['first_loss']:.3g})")
-    if slow and diverged:
-        return Verdict(True, f"{facts}: too small is slow, too large diverges")
-    missing = [part for part, ok in (("the smallest rate was not slower", slow),
-                                     ("the largest rate did not diverge", diverged)) if not ok]
-    return Verdict(False, f"{facts}: {' and '.join(missing)}")
+    return _all_of(facts, "too small is slow, too large diverges",
+                   [(slow, "the smallest rate was not slower"),
+                    (diverged, "the largest rate did not diverge")])
 
 
 def roughness(curve) -> float:
@@ -66,19 +72,19 @@ def roughness(curve) -> float:
 def momentum(r: dict) -> Verdict:
     """Speeds progress: momentum and Nesterov end with a lower training loss (mean of the last
     fifth of the steps) than plain SGD at the same rate. Damps oscillation: their loss curves
-    are less rough (``roughness``) than SGD's."""
+    are less rough (``roughness``) than SGD's at the same step size (``sgd_same_step``, rate
+    / (1 - momentum))."""
     end = {k: float(np.mean(v["loss_curve"][-max(1, len(v["loss_curve"]) // 5):]))
            for k, v in r["variants"].items()}
     rough = {k: roughness(v["loss_curve"]) for k, v in r["variants"].items()}
-    others = [k for k in end if k != "sgd"]
-    faster = all(end[k] < end["sgd"] for k in others)
-    smoother = all(rough[k] < rough["sgd"] for k in others)
+    with_momentum = ("momentum", "nesterov")
+    faster = all(end[k] < end["sgd"] for k in with_momentum)
+    smoother = all(rough[k] < rough["sgd_same_step"] for k in with_momentum)
     facts = "; ".join(f"{k}: end loss {end[k]:.3f}, roughness {rough[k]:.3f}" for k in end)
-    if faster and smoother:
-        return Verdict(True, f"{facts}: momentum is faster and smoother")
-    if faster:
-        return Verdict(False, f"{facts}: momentum is faster but not smoother here")
-    return Verdict(False, f"{facts}: momentum did not make faster progress here")
+    return _all_of(facts, "momentum is faster than SGD at its rate and smoother than SGD at its "
+                          "step size",
+                   [(faster, "momentum did not end lower than SGD at the same rate"),
+                    (smoother, "momentum was not smoother than SGD at the same step size")])
 
 
 def _spearman(x, y) -> float:
@@ -122,22 +128,31 @@ def annealing(r: dict) -> Verdict:
     return Verdict(False, f"{facts}: no schedule beat the constant rate by more than the spread")
 
 
-def good_band_decades(rates, accuracies, tolerance: float = 0.05) -> float:
-    """Width, in decades of the learning rate, of the rates within ``tolerance`` of the best."""
-    acc = np.asarray(accuracies, dtype=float)
-    good = [rate for rate, a in zip(rates, acc, strict=True)
-            if np.isfinite(a) and a >= np.nanmax(acc) - tolerance]
+def good_band_decades(rates, accuracies, chance: float, share: float = 0.8) -> float | None:
+    """Width, in decades of the learning rate, of the rates that reach ``share`` of the best
+    rate's gain over chance (0: one rate); None when no rate gains 5 points over chance (it
+    never trained, which is narrower than any band)."""
+    gain = np.asarray(accuracies, dtype=float) - chance
+    best = np.nanmax(gain)
+    if not best >= 0.05:
+        return None
+    good = [rate for rate, g in zip(rates, gain, strict=True) if g >= share * best]
     return float(math.log10(max(good) / min(good)))
 
 
+def _decades(width: float | None) -> str:
+    return "none (never 5 points over chance)" if width is None else f"{width:.1f} decades"
+
+
 def adam_robustness(r: dict) -> Verdict:
-    """Adam is more robust to the learning rate: the band of rates within 5 points of its best
-    spans more decades than SGD's band (same grid of rates)."""
-    sgd = good_band_decades(r["rates"], r["sgd"])
-    adam = good_band_decades(r["rates"], r["adam"])
-    facts = (f"rates within 5 points of the best: Adam {adam:.1f} decades "
-             f"(best {_pct(max(r['adam']))}), SGD {sgd:.1f} (best {_pct(max(r['sgd']))})")
-    if adam > sgd:
+    """Adam is more robust to the learning rate: the band of rates that reach 80% of the
+    best's gain over chance spans more decades for Adam than for SGD (same grid)."""
+    chance = r.get("chance", 0.1)
+    sgd = good_band_decades(r["rates"], r["sgd"], chance)
+    adam = good_band_decades(r["rates"], r["adam"], chance)
+    facts = (f"rates reaching 80% of the best gain over chance: Adam {_decades(adam)} "
+             f"(best {_pct(max(r['adam']))}), SGD {_decades(sgd)} (best {_pct(max(r['sgd']))})")
+    if adam is not None and (sgd is None or adam > sgd):
         return Verdict(True, f"{facts}: Adam tolerates a wider range")
     return Verdict(False, f"{facts}: Adam's range is not wider")
 
@@ -152,11 +167,9 @@ def inductive_bias(r: dict) -> Verdict:
     facts = (f"CNN ({cnn['params']:,} parameters) {_pct(cnn['shift']['0'])}, FC "
              f"({fc['params']:,}) {_pct(fc['shift']['0'])}; shifted 4 px they keep "
              f"{_pct(keep['cnn'])} and {_pct(keep['fc'])} of it")
-    if better and steadier:
-        return Verdict(True, f"{facts}: convolution's bias pays and survives shifts")
-    missing = [p for p, ok in (("the CNN was not clearly better", better),
-                               ("the CNN did not keep more under shifts", steadier)) if not ok]
-    return Verdict(False, f"{facts}: {' and '.join(missing)}")
+    return _all_of(facts, "convolution's bias pays and survives shifts",
+                   [(better, "the CNN was not clearly better"),
+                    (steadier, "the CNN did not keep more under shifts")])
 
 
 def regularisation_gap(r: dict) -> Verdict:
@@ -216,10 +229,9 @@ def batch_norm(r: dict) -> Verdict:
     depth_ok = at_depth["bn"] >= at_depth["plain"] + CLEAR_GAP
     facts = (f"rate {top_rate}: {_pct(at_rate['bn'])} with BN, {_pct(at_rate['plain'])} without; "
              f"{deep} layers: {_pct(at_depth['bn'])} with, {_pct(at_depth['plain'])} without")
-    if rate_ok and depth_ok:
-        return Verdict(True, f"{facts}: batch norm carries both")
-    missing = [p for p, ok in (("at the high rate", rate_ok), ("at depth", depth_ok)) if not ok]
-    return Verdict(False, f"{facts}: batch norm did not help {' or '.join(missing)}")
+    return _all_of(facts, "batch norm carries both",
+                   [(rate_ok, "no clear gain at the high rate"),
+                    (depth_ok, "no clear gain at depth")])
 
 
 def ablations(r: dict) -> Verdict:
