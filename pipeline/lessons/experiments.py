@@ -52,7 +52,8 @@ def _plain(**changes) -> dict:
 
 
 def learning_rate(lab: Lab) -> dict:
-    """Plain SGD at a constant rate over five decades: final loss and accuracy against it."""
+    """Plain SGD at a constant rate, 1e-4 to 10 in half decades, on the plain CNN (no batch
+    norm, unscaled logits): final training loss and validation accuracy against the rate."""
     runs = [lab.run("learning_rate", f"sgd lr={rate:g}",
                     _plain(optimizer="sgd", learning_rate=rate)) for rate in SGD_RATES]
     return {"rates": SGD_RATES, "val_accuracy": [r["val_accuracy"] for r in runs],
@@ -62,7 +63,8 @@ def learning_rate(lab: Lab) -> dict:
 
 
 def adam_robustness(lab: Lab, sgd: dict) -> dict:
-    """Adam on the learning-rate lesson's grid, beside its SGD results."""
+    """Adam on the same plain CNN and the same rates as the learning-rate lesson, beside
+    that lesson's SGD results."""
     runs = [lab.run("adam_robustness", f"adam lr={rate:g}",
                     _plain(optimizer="adam", learning_rate=rate)) for rate in SGD_RATES]
     return {"rates": SGD_RATES, "sgd": sgd["val_accuracy"],
@@ -86,7 +88,8 @@ def momentum(lab: Lab, rate: float = 0.02, beta: float = 0.9) -> dict:
 
 
 def batch_size(lab: Lab) -> dict:
-    """The same epochs at batch 32, 128 and 512 (same rate): accuracy and curve noise."""
+    """The base CNN for the same epochs at batch 32, 128 and 512 (same rate): validation
+    accuracy and the roughness of the per-step loss curve."""
     sizes = [32, 128, 512]
     runs = [lab.run("batch_size", f"batch {b}", base_config(batch_size=b)) for b in sizes]
     return {"batch_sizes": sizes, "val_accuracy": [r["val_accuracy"] for r in runs],
@@ -193,8 +196,8 @@ def early_stopping(lab: Lab) -> dict:
 
 def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
     """Gradient norm per layer of a 10-layer, 64-wide fully connected stack with sigmoid, tanh
-    or ReLU, with and without batch norm: at initialisation and after whole epochs of SGD
-    that make ``steps`` steps at least."""
+    or ReLU, with and without batch norm, on one batch of 256 images: at initialisation and
+    after whole epochs of SGD (rate 0.05) that make 50 steps at least."""
     from pipeline.lessons.gradients import kernel_gradient_norms
 
     batch = slice(0, 256)

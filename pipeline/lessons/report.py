@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.lessons import CLAIMS
-from pipeline.lessons.verdicts import Verdict
+from pipeline.lessons import CLAIMS, experiments
+from pipeline.lessons.verdicts import VERDICTS, Verdict
 
 MARK = {True: "supported", False: "**not supported**", None: "inconclusive"}
 
@@ -45,11 +45,18 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
             lines.append(f"The experiment failed: {failures[name]}")
             continue
         verdict = verdicts[name]
-        lines += [f"*Verdict:* {MARK[verdict.supported]}: {verdict.text}.", "",
+        lines += [f"*How:* {_doc(getattr(experiments, name))}", "",
+                  f"*Rule:* {_doc(VERDICTS[name])}", "",
+                  f"*Verdict:* {MARK[verdict.supported]}: {verdict.text}.", "",
                   f"![{title}]({figures[name].relative_to(path.parent).as_posix()})", "",
                   f"Numbers: `results/lessons/{name}.json`."]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _doc(function) -> str:
+    """A function's docstring as one paragraph: what the experiment did, what the rule is."""
+    return " ".join((function.__doc__ or "").split())
 
 
 def _anchor(title: str) -> str:
