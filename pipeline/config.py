@@ -153,7 +153,7 @@ class LessonsParams(Section):
     """The lessons pipeline (lessons/dvc.yaml): controlled experiments, one per claim of the
     lecture, on small per-class subsets of the prepared data."""
 
-    # training images per class; None: all of the training split (the gpu profile)
+    # training images per class (at most: a class with fewer gives all it has); None: all
     train_per_class: Annotated[int, Field(ge=3)] | None = 300
     eval_per_class: Annotated[int, Field(ge=1)] | None = 100  # validation and test, per class
     epochs: Annotated[int, Field(ge=1)] = 4  # of every run (the overfitting lessons: more)

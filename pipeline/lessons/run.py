@@ -107,6 +107,10 @@ class _Tracker:
             update={"experiment": names.lessons_experiment(params.tracking.experiment)})
         self.store = TrackingStore.from_params(tracking)
         self.claim_run = None
+        if self.store:  # a killed lessons run left its runs RUNNING: mark them KILLED
+            closed = self.store.close_running(names.tag_is(names.ROLE, names.ROLE_LESSON))
+            if closed:
+                log.info("marked %d runs of an interrupted lessons run as killed", closed)
 
     def open_claim(self, claim: str) -> None:
         if self.store:
