@@ -21,6 +21,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from pipeline.config import AugmentationParams
+
 RECIPE_DEFAULTS = {
     "optimizer": "nesterov",  # sgd | momentum | nesterov | adam | adamw | rmsprop
     "learning_rate": 0.2,  # peak learning rate
@@ -39,6 +41,13 @@ AUGMENTATION_HPS = {  # hyperparameter name -> field of AugmentationParams
     "aug_saturation": "saturation", "aug_erasing": "erasing",
 }
 NO_DECAY = ["bias", "gamma", "beta"]  # variable names excluded from weight decay
+
+
+def augmentation_policy(cfg: dict) -> AugmentationParams:
+    """The augmentation a configuration trains with: its aug_* values over the policy's
+    defaults."""
+    return AugmentationParams(**{field: cfg[hp] for hp, field in AUGMENTATION_HPS.items()
+                                 if hp in cfg})
 
 
 def _warmup_then(decay):

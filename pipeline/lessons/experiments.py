@@ -15,10 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import AugmentationParams, LessonsParams
-from pipeline.lessons.training import LessonData, base_config, build, fit, predict_correct
+from pipeline.lessons.training import (
+    NO_AUGMENTATION,
+    LessonData,
+    base_config,
+    build,
+    fit,
+    predict_correct,
+)
 from pipeline.lessons.verdicts import roughness
 from pipeline.stats import mcnemar_exact
-from pipeline.training import AUGMENTATION_HPS
+from pipeline.training import AUGMENTATION_HPS, augmentation_policy
 
 # the learning-rate and Adam lessons share it: half decades, fine enough that a band of good
 # rates has a width (on whole decades both optimizers' bands were one rate wide)
@@ -38,9 +45,9 @@ class Lab:
     def run(self, claim: str, setting: str, cfg: dict, *, epochs: int | None = None,
             family: str = "cnn", augmentation: AugmentationParams | None = None,
             seed: int | None = None, **kwargs) -> dict:
-        extra = {} if augmentation is None else {"augmentation": augmentation}
         result = fit(cfg, self.data, epochs or self.params.epochs, family=family,
-                     seed=self.params.seed if seed is None else seed, **extra, **kwargs)
+                     augmentation=augmentation or NO_AUGMENTATION,
+                     seed=self.params.seed if seed is None else seed, **kwargs)
         self.report(claim, setting, {"family": family, **cfg}, result)
         return result
 
@@ -261,15 +268,13 @@ def ablations(lab: Lab) -> dict:
     then again with one part removed at a time; paired on the same test images."""
     from pipeline.families import FAMILIES
 
-    champion = dict(lab.champion)
+    champion = lab.champion
     known = set(FAMILIES["cnn"].defaults) | set(AUGMENTATION_HPS)
     epochs = lab.params.ablation_epochs
 
     def train(name: str, cfg: dict) -> np.ndarray:
-        policy = AugmentationParams(**{field: cfg[hp] for hp, field in AUGMENTATION_HPS.items()
-                                       if hp in cfg})
-        run = lab.run("ablations", name, {k: v for k, v in cfg.items()}, epochs=epochs,
-                      augmentation=policy)
+        run = lab.run("ablations", name, cfg, epochs=epochs,
+                      augmentation=augmentation_policy(cfg))
         return predict_correct(run["model"], lab.data.x_test, lab.data.y_test)
 
     base = train("champion", champion)

@@ -10,7 +10,13 @@ import keras_tuner as kt
 from pipeline.config import AugmentationParams
 from pipeline.families import FAMILIES
 from pipeline.spaces import SearchSpace
-from pipeline.training import AUGMENTATION_HPS, RECIPE_DEFAULTS, budget_schedule, compile_model
+from pipeline.training import (
+    AUGMENTATION_HPS,
+    RECIPE_DEFAULTS,
+    augmentation_policy,
+    budget_schedule,
+    compile_model,
+)
 
 
 def known_hyperparameters(family: str) -> set[str]:
@@ -55,9 +61,8 @@ class FamilyHyperModel(kt.HyperModel):
 
     def build(self, hp):
         cfg = self.config(hp)
-        policy = AugmentationParams(**{field: cfg[hp_name]
-                                       for hp_name, field in AUGMENTATION_HPS.items()})
-        model = self.builder(cfg, self.meta["num_classes"], self.meta, policy, seed=self.seed)
+        model = self.builder(cfg, self.meta["num_classes"], self.meta,
+                             augmentation_policy(cfg), seed=self.seed)
         return compile_model(model, cfg)
 
     def fit(self, hp, model, *args, epochs: int = 1, seconds: float | None = None,
