@@ -68,7 +68,7 @@ def build(family: str, x, batch_size: int, overrides: dict):
 def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) -> dict:
     import keras
 
-    from pipeline.training import NaNGuard, budget_schedule
+    from pipeline.training import budget_schedule
 
     keras.backend.clear_session()
     model, cfg = build(family, x, batch_size, overrides)
@@ -83,7 +83,8 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) ->
 
     steps = epochs * -(-len(x) // batch_size)
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
-              callbacks=[budget_schedule(cfg, steps, None), NaNGuard(), Timer()])
+              callbacks=[budget_schedule(cfg, steps, None), keras.callbacks.TerminateOnNaN(),
+                         Timer()])
     fit_s = min(times[1:]) if len(times) > 1 else times[0]
     bare_s, bare_images = bare_steps(model, x[:batch_size], y[:batch_size], len(x) // batch_size)
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # tracing

@@ -85,7 +85,6 @@ class TuneParams(Section):
     # folder of the search space files, <space_dir>/<family>.yaml (tune, replicate, retune)
     space_dir: str = "search_spaces"
     tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
-    objective: Literal["val_accuracy"] = "val_accuracy"  # maximised; selection never sees test
     max_trials: Annotated[int, Field(ge=1)] = 20  # cap on trials (Hyperband: a cap on top)
     max_epochs: Annotated[int, Field(ge=1)] = 4  # most epochs one trial trains
     hyperband_factor: Annotated[int, Field(ge=2)] = 3
@@ -174,6 +173,14 @@ class TrackingParams(Section):
     # seconds between samples of CPU, memory, disk and network use, logged on each search run
     # as system/* metrics (MLflow's monitor; needs psutil: the system-metrics extra); 0: off
     system_metrics_s: Annotated[float, Field(ge=0)] = 0.0
+    # against a tracking server (http/https URIs): MLflow's HTTP client retries a failed call
+    # this many times and waits at most http_timeout_s for an answer, so a server that is down
+    # costs seconds; MLflow's own MLFLOW_HTTP_REQUEST_* variables, when set, win
+    http_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    http_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    # also write TensorBoard logs of every trial under tuning/<family>/<project>/tensorboard
+    # (KerasTuner adds its HParams dashboard): tensorboard --logdir tuning
+    tensorboard: bool = False
 
 
 class Params(Section):
@@ -188,6 +195,8 @@ class Params(Section):
 
 # keys that moved: an old params file gets told where, not just "unknown key"
 MOVED_KEYS = {"tune.tracking_uri": "tracking.uri", "tune.experiment": "tracking.experiment"}
+# keys that are gone, and why
+REMOVED_KEYS = {"tune.objective": "the search always maximises validation accuracy"}
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -239,6 +248,9 @@ def _first_error(path: Path, exc: ValidationError) -> ConfigError:
     key = ".".join(key_parts)
     if error["type"] == "extra_forbidden" and key in MOVED_KEYS:
         return ConfigError(path, key, MISSING, f"moved: set {MOVED_KEYS[key]} instead")
+    if error["type"] == "extra_forbidden" and key in REMOVED_KEYS:
+        return ConfigError(path, key, MISSING, f"no longer a setting ({REMOVED_KEYS[key]}): "
+                                               "delete it")
     if error["type"] == "extra_forbidden":
         known = ", ".join(parent.model_fields) if parent else ""
         return ConfigError(path, key, MISSING, f"unknown key (known keys: {known})")

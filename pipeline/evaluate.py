@@ -24,7 +24,7 @@ from pipeline.data import store
 from pipeline.errors import DataError
 from pipeline.families import FAMILY_NAMES as FAMILIES
 from pipeline.seeds import first_seed, seed_models
-from pipeline.stats import bootstrap_accuracy_ci, mcnemar_exact
+from pipeline.stats import bootstrap_accuracy_ci, format_p, mcnemar_exact
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +66,18 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     metrics["comparison"] = {
         "accuracy_difference": round(metrics["cnn"]["test_accuracy"]
                                      - metrics["fc"]["test_accuracy"], 4),
+        # 0.0 where it underflows a float: its exact logarithm beside it
         "mcnemar_p_value": verdict["p_value"],
+        "mcnemar_log10_p_value": round(verdict["log10_p_value"], 3),
         "only_cnn_correct": verdict["only_first_correct"],
         "only_fc_correct": verdict["only_second_correct"],
         "test_images": int(len(y_test)),
         **seed_comparison([r["test_accuracy"] for r in seed_rows if r["family"] == "cnn"],
                           [r["test_accuracy"] for r in seed_rows if r["family"] == "fc"]),
     }
-    log.info("CNN - FC: %+.4f accuracy, exact McNemar p = %.3g",
-             metrics["comparison"]["accuracy_difference"], verdict["p_value"])
+    log.info("CNN - FC: %+.4f accuracy, exact McNemar %s",
+             metrics["comparison"]["accuracy_difference"],
+             format_p(verdict["p_value"], verdict["log10_p_value"]))
     _write_seed_table(out_dir / "seeds.csv", seed_rows)
     store.atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     timings_path = timings_path or metrics_path.with_name(store.TIMINGS)

@@ -45,8 +45,10 @@ def test_accuracy(metrics: dict, path: Path) -> Path:
     ax.set_xticks(range(len(families)), [FAMILY_LABELS[f] for f in families])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    p_value = metrics.get("comparison", {}).get("mcnemar_p_value")
-    subtitle = "" if p_value is None else f"\nexact McNemar test: {format_p(p_value)}"
+    comparison = metrics.get("comparison", {})
+    p_value = comparison.get("mcnemar_p_value")
+    subtitle = "" if p_value is None else \
+        f"\nexact McNemar test: {format_p(p_value, comparison.get('mcnemar_log10_p_value'))}"
     ax.set_title(f"Test accuracy with 95% bootstrap interval{subtitle}")
     return _save(fig, path)
 

@@ -163,7 +163,7 @@ def _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_c
 
 def _verdict_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
     difference, p_value = comparison["accuracy_difference"], comparison["mcnemar_p_value"]
-    p_text = format_p(p_value)
+    p_text = format_p(p_value, comparison.get("mcnemar_log10_p_value"))
     lead = "ahead of" if difference >= 0 else "behind"
     text = (f"The CNN is **{100 * abs(difference):.2f} points {lead}** the fully connected "
             f"network on the same {comparison['test_images']:,} test images. Exact McNemar "

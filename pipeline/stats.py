@@ -7,23 +7,23 @@ import numpy as np
 
 def bootstrap_accuracy_ci(correct: np.ndarray, resamples: int = 2000, seed: int = 0,
                           level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of a 0/1 vector (test images resampled)."""
+    """Percentile bootstrap interval of the mean of a 0/1 vector (test images resampled),
+    scipy's ``bootstrap`` in batches that keep memory small on 10k test images."""
+    from scipy.stats import bootstrap
+
     correct = np.asarray(correct, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    n = len(correct)
-    means = np.empty(resamples)
-    for start in range(0, resamples, 200):  # chunks keep memory small on 10k test images
-        count = min(200, resamples - start)
-        idx = rng.integers(0, n, size=(count, n))
-        means[start:start + count] = correct[idx].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+    if np.all(correct == correct[0]):  # every image right (or wrong): nothing to resample
+        return float(correct[0]), float(correct[0])
+    found = bootstrap((correct,), np.mean, n_resamples=resamples, batch=200,
+                      confidence_level=level, method="percentile",
+                      rng=np.random.default_rng(seed))
+    return float(found.confidence_interval.low), float(found.confidence_interval.high)
 
 
 def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     """Exact McNemar test of two classifiers on the same images (two-sided binomial test on
-    the images exactly one of them gets right)."""
+    the images exactly one of them gets right). ``log10_p_value`` is exact where the p-value
+    itself underflows to 0 (two models thousands of images apart)."""
     from scipy.stats import binomtest
 
     a_correct = np.asarray(a_correct, dtype=bool)
@@ -32,9 +32,28 @@ def mcnemar_exact(a_correct: np.ndarray, b_correct: np.ndarray) -> dict:
     only_b = int(np.sum(~a_correct & b_correct))
     discordant = only_a + only_b
     p_value = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
-    return {"only_first_correct": only_a, "only_second_correct": only_b, "p_value": p_value}
+    return {"only_first_correct": only_a, "only_second_correct": only_b, "p_value": p_value,
+            "log10_p_value": _log10_two_sided(min(only_a, only_b), discordant)}
 
 
-def format_p(p_value: float) -> str:
-    """``p = 0.012``; a p-value that underflowed to 0 reads as the bound it is."""
-    return "p < 1e-300" if p_value == 0 else f"p = {p_value:.3g}"
+def _log10_two_sided(fewer: int, n: int) -> float:
+    """log10 of the two-sided p-value of ``fewer`` successes in ``n`` fair coin flips, summed
+    in log space (scipy's logcdf underflows to -inf in these tails)."""
+    from scipy.special import gammaln, logsumexp
+
+    if n == 0 or 2 * fewer >= n:
+        return 0.0
+    k = np.arange(fewer + 1)
+    log_terms = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) - n * np.log(2.0)
+    return float(min(0.0, (np.log(2.0) + logsumexp(log_terms)) / np.log(10.0)))
+
+
+def format_p(p_value: float, log10_p_value: float | None = None) -> str:
+    """``p = 0.012``; a p-value too small for a float reads from its logarithm
+    (``p = 2.0e-413``), or as the bound it is when that is not known."""
+    if p_value > 0:
+        return f"p = {p_value:.3g}"
+    if log10_p_value is None or not np.isfinite(log10_p_value):
+        return "p < 1e-300"
+    exponent = int(np.floor(log10_p_value))
+    return f"p = {10 ** (log10_p_value - exponent):.1f}e{exponent}"

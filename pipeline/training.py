@@ -224,18 +224,11 @@ class InitialWeights(keras.callbacks.Callback):
         self.digest = weights_digest(self.model)
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers it (the trial then fails)."""
-
-    def __init__(self):
-        super().__init__()
-        self.bad_batch = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.bad_batch = batch
-            self.model.stop_training = True
+def diverged(history) -> bool:
+    """Whether a ``fit`` history holds a non-finite loss: Keras's ``TerminateOnNaN`` stopped it
+    mid-epoch, and that epoch's mean loss is NaN or infinite."""
+    losses = getattr(history, "history", history or {}).get("loss", [])
+    return any(not math.isfinite(float(v)) for v in losses)
 
 
 class Deadline(keras.callbacks.Callback):

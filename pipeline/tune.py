@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import math
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -204,7 +203,7 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
 
     distributed_over_devices = bool(parallel) or keras.distribution.distribution() is not None
     tags = {names.FAMILY: family, "tuner": t.tuner, "space_file": str(space_file),
-            names.GIT_COMMIT: _git_commit(), "data_sha256": data.data_hash,
+            "data_sha256": data.data_hash,
             names.DATASET: data.meta["dataset"], names.ROLE: names.ROLE_SEARCH,
             "distributed": role.kind, "keras_backend": keras.backend.backend(),
             "data_parallel": str(distributed_over_devices), **(run_tags or {})}
@@ -334,13 +333,12 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
     """
     import keras
 
-    from pipeline.training import NaNGuard, early_stopping
+    from pipeline.training import diverged, early_stopping
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
     hypermodel.n_train, hypermodel.seed = len(data.y_train), t.seed
     model = hypermodel.build(best_hp)
-    guard = NaNGuard()
 
     class _Log(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -355,7 +353,8 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
                              validation_data=(data.x_val, data.y_val), epochs=t.final_epochs,
                              seconds=None if t.deterministic else 60 * t.final_budget_minutes,
                              verbose=1 if sys.stdout.isatty() else 2,
-                             callbacks=[early_stopping(t.patience + 2), guard, _Log()])
+                             callbacks=[early_stopping(t.patience + 2),
+                                        keras.callbacks.TerminateOnNaN(), _Log()])
     val_loss, val_accuracy = model.evaluate(data.x_val, data.y_val, batch_size=512, verbose=0)
     schedule = hypermodel.last_schedule.summary()
     final = {"val_accuracy": float(val_accuracy), "val_loss": float(val_loss),
@@ -366,7 +365,7 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
              "trained_seconds": schedule["trained_seconds"],
              "epochs_wanted": t.final_epochs, "budget_minutes": t.final_budget_minutes,
              "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights))}
-    if guard.bad_batch is not None or not math.isfinite(final["val_loss"]):
+    if diverged(history) or not math.isfinite(final["val_loss"]):
         runs.finish("FAILED")
         raise SearchFailed(f"{family}: the final training of the best configuration diverged")
     runs.log_metrics(runs.parent, {f"final_{k}": v for k, v in final.items()
@@ -436,15 +435,6 @@ def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump(), run_tags or {}], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _plain(value):

@@ -88,24 +88,24 @@ def fit(cfg: dict, data: LessonData, epochs: int, family: str = "cnn",
         callbacks: tuple = (), x_train=None, y_train=None) -> dict:
     """Train one setting; returns its per-epoch history, per-step training losses, final
     scores and the model. A diverging run ends early (NaN guard) and is reported, not raised."""
-    from pipeline.training import NaNGuard, budget_schedule
+    from pipeline.training import budget_schedule, diverged
 
     x = data.x_train if x_train is None else x_train
     y = data.y_train if y_train is None else y_train
     model = build(cfg, data, family, augmentation, seed)
     steps = epochs * math.ceil(len(x) / cfg["batch_size"])
     recorder = StepLosses(len(x), cfg["batch_size"])
-    guard = NaNGuard()
     started = time.perf_counter()
     history = model.fit(x, y, batch_size=cfg["batch_size"], epochs=epochs, verbose=0,
                         validation_data=(data.x_val, data.y_val),
-                        callbacks=[budget_schedule(cfg, steps, None), guard, recorder,
+                        callbacks=[budget_schedule(cfg, steps, None),
+                                   keras.callbacks.TerminateOnNaN(), recorder,
                                    *callbacks])
     curves = {k: [float(v) for v in values] for k, values in history.history.items()}
-    diverged = guard.bad_batch is not None
+    did_diverge = diverged(history)
     last = {k: v[-1] if v else math.nan for k, v in curves.items()}
     return {"model": model, "history": curves, "step_losses": recorder.losses,
-            "diverged": diverged, "seconds": time.perf_counter() - started,
+            "diverged": did_diverge, "seconds": time.perf_counter() - started,
             "val_accuracy": last.get("val_accuracy", math.nan),
             "train_accuracy": last.get("accuracy", math.nan),
             "final_loss": math.nan if diverged else last.get("loss", math.nan),

@@ -88,10 +88,12 @@ def momentum(r: dict) -> Verdict:
 
 
 def _spearman(x, y) -> float:
-    rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (x, y))
-    if np.std(rx) == 0 or np.std(ry) == 0:
+    """scipy's rank correlation (ties share their mean rank); 0 where a side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
         return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
+    return float(spearmanr(x, y).statistic)
 
 
 def batch_size(r: dict) -> Verdict:

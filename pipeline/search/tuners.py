@@ -15,7 +15,7 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
         run_trial(trial)            * child run in MLflow (tagged with the configuration's
                                       digest); exceptions -> FailedTrialError;
                                       NaN loss -> FailedTrialError
-          _build_and_fit_model()    * seed from (search seed, trial id); add the NaN guard,
+          _build_and_fit_model()    * seed from (search seed, trial id); add TerminateOnNaN,
                                       deadline and initial-weights callbacks; drop
                                       KerasTuner's per-epoch checkpoint (nothing reads it)
             _build_hypermodel()     * (Hyperband) no reload of a lower rung's weights
@@ -46,7 +46,6 @@ from pipeline.tracking.search_runs import SearchRuns
 from pipeline.training import (
     Deadline,
     InitialWeights,
-    NaNGuard,
     current_learning_rate,
     trial_seed,
 )
@@ -61,7 +60,7 @@ class TrialState:
 
     run_id: str | None  # its MLflow child run
     deadline: Deadline  # stops training when the search's budget is spent
-    guard: NaNGuard = field(default_factory=NaNGuard)
+    guard: keras.callbacks.Callback = field(default_factory=keras.callbacks.TerminateOnNaN)
     initial_weights: InitialWeights = field(default_factory=InitialWeights)
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
     trainable_params: int | None = None
@@ -143,7 +142,7 @@ class TrackedTunerMixin:
                     if not k.startswith("tuner/") and hp.is_active(k)}
         run_id = self.runs.start_trial(trial_id, resolved, {
             **self.run_tags, names.CONFIG_DIGEST: config_digest(searched)})
-        state = self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
+        self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except (kt.errors.FatalError, kt.errors.FailedTrialError):
@@ -151,7 +150,7 @@ class TrackedTunerMixin:
         except Exception as exc:  # OOM, a bad configuration, a bug in a layer...
             raise kt.errors.FailedTrialError(f"{type(exc).__name__}: {exc}") from exc
         losses = [h.history.get("loss", []) for h in histories if hasattr(h, "history")]
-        if state.guard.bad_batch is not None or _nan_in(losses):
+        if _nan_in(losses):
             raise kt.errors.FailedTrialError("NaN or infinite loss: training diverged")
         return histories
 

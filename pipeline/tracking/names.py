@@ -10,9 +10,15 @@ DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
 DEFAULT_EXPERIMENT = "cifar-automl"
 TRACKING_OFF = "off"  # tracking.uri value that switches MLflow off
 
+# --- tags of the experiment -----------------------------------------------------------------
+# MLflow 3's own: which view the UI opens (runs and models, not the GenAI traces view)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 # --- tags of runs ---------------------------------------------------------------------------
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under this run id
 GIT_COMMIT = "mlflow.source.git.commit"  # MLflow's own: the UI's source version column
+SOURCE_NAME = "mlflow.source.name"  # MLflow's own: the UI's Source column
+SPOOL_KEY = "spool_key"  # of a run created from the spool: its local key (a replay finds it)
 NOTE = "mlflow.note.content"  # MLflow's own: the run's description (markdown)
 DATASET_CONTEXT = "mlflow.data.context"  # MLflow's own: training, validation...
 BEST_TRIAL_RUN = "best_trial_run"  # of a search run: the run id of its best trial

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.errors import UserError
 from pipeline.tracking import names
 from pipeline.tracking.spool import SpooledWriter, now_ms, run_ref
-from pipeline.tracking.store import TrackingError, TrackingStore
+from pipeline.tracking.store import TrackingError, TrackingStore, is_transient
 
 log = logging.getLogger(__name__)
 DRAIN_S = 120.0  # at the end of a search, how long to wait for queued writes
@@ -31,16 +31,26 @@ class SearchRuns:
         self.parent: str | None = None  # the search's run (an MLflow id, or a key while queued)
         self.trial_runs: dict[str, str] = {}  # trial id -> its run key, trials of this process
         self.failures = 0
+        self.offline = False  # the store did not answer at the start: queue, never ask
 
     @classmethod
     def open(cls, tracking, spool: Path | None = None) -> SearchRuns:
-        """For a ``tracking`` params section; a store unreachable at the start turns tracking
-        off for this run (with a warning) instead of stopping it."""
+        """For a ``tracking`` params section. A store that does not answer at the start costs
+        one short attempt and a warning: the search goes on, its writes queue in ``spool`` and
+        go out when the store answers (in this run, or the next run of the same search). A
+        store that refuses for good (a 4xx, a bad URI) turns tracking off for this run."""
         try:
             store = TrackingStore.from_params(tracking)
         except TrackingError as exc:
-            log.warning("%s; tracking is off for this run", exc)
-            store = None
+            if not is_transient(exc):
+                log.warning("%s; tracking is off for this run", exc)
+                return cls(None, spool, system_metrics_s=tracking.system_metrics_s)
+            log.warning("%s; the search goes on and its MLflow writes wait in %s", exc,
+                        spool or "memory")
+            runs = cls(TrackingStore.from_params(tracking, connect=False), spool,
+                       system_metrics_s=tracking.system_metrics_s)
+            runs.offline = True
+            return runs
         if store is None:
             log.info("MLflow: tracking is off for this run")
         return cls(store, spool, system_metrics_s=tracking.system_metrics_s)
@@ -61,8 +71,9 @@ class SearchRuns:
         did not finish (its trials left RUNNING are closed as KILLED), else created."""
         if self.store is None:
             return None
-        found = self._now(self.store.find_runs, names.tag_is(names.SEARCH_KEY, search_key),
-                          ["attributes.start_time DESC"], 1) or []
+        found = [] if self.offline else self._now(
+            self.store.find_runs, names.tag_is(names.SEARCH_KEY, search_key),
+            ["attributes.start_time DESC"], 1) or []
         if found and found[0].info.status != "FINISHED":
             self.parent = found[0].info.run_id
             self.writer.submit("reopen_run", run=self.parent)
@@ -70,8 +81,8 @@ class SearchRuns:
             log.info("MLflow: resuming search run %s", self.parent)
             return self.parent
         tags = {**tags, names.SEARCH_KEY: search_key, **({names.NOTE: note} if note else {})}
-        self.parent = (self._now(self.store.create_run, name, tags)
-                       or self.writer.new_run(name, tags))
+        self.parent = (None if self.offline else self._now(self.store.create_run, name, tags)
+                       ) or self.writer.new_run(name, tags)
         self.log_params(self.parent, params)
         self._start_system_metrics()
         return self.parent
@@ -119,7 +130,7 @@ class SearchRuns:
         if self.parent is None:
             return
         key = self.trial_runs.get(trial_id)
-        if key is None:  # a trial of an earlier, interrupted attempt
+        if key is None and self.parent_id is not None:  # of an earlier, interrupted attempt
             found = self._now(self.store.find_runs,
                               f"{names.tag_is(names.PARENT_RUN, self.parent_id)} and "
                               f"{names.tag_is(names.TRIAL_ID, trial_id)}", None, 1) or []

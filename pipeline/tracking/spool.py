@@ -7,23 +7,31 @@ good (a 4xx answer: bad value) is reported and skipped. Applied writes are marke
 so a killed process leaves exactly the writes still to do, and the next writer on the same
 spool applies them first. New runs get a local key at once; the key maps to the MLflow run id
 once the run exists, and later writes to the key go to that run.
+
+A kill can land anywhere, so two orders matter: a run carries its local key as a tag, and a
+replayed creation first looks for a run with that key (the process may have died after the run
+was created but before the mapping reached the spool); and a replay writes the new spool beside
+the old one and swaps it in with one rename, so the pending writes are on disk at every moment.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import deque
 from pathlib import Path
 
+from pipeline.tracking import names
 from pipeline.tracking.store import TrackingError, TrackingStore, is_transient
 
 log = logging.getLogger(__name__)
 LOCAL = "local:"  # prefix of a run key whose MLflow run is not created yet
 MAX_BACKOFF_S = 10.0
+GIVE_UP_WHEN_DOWN_S = 10.0  # drain: a store that has not answered for this long is down
 
 
 def now_ms() -> int:
@@ -43,7 +51,9 @@ class SpooledWriter:
         self.store, self.spool, self.first_backoff_s = store, spool, first_backoff_s
         self.run_ids: dict[str, str] = {}  # local key -> MLflow run id
         self.failures = 0  # writes skipped for good
+        self.waiting_since: float | None = None  # monotonic time the store stopped answering
         self._pending: deque[dict] = deque()
+        self._replayed: set[str] = set()  # keys whose creation may have reached the store
         self._seq = 0
         self._lock = threading.Condition()
         self._file_lock = threading.Lock()
@@ -68,14 +78,20 @@ class SpooledWriter:
             self._pending.append(entry)
             self._lock.notify()
 
-    def drain(self, timeout_s: float) -> int:
-        """Wait until every queued write went through, at most ``timeout_s``; returns how many
+    def drain(self, timeout_s: float, give_up_when_down_s: float = GIVE_UP_WHEN_DOWN_S) -> int:
+        """Wait until every queued write went through, at most ``timeout_s``, and no longer
+        than ``give_up_when_down_s`` while the store does not answer at all; returns how many
         are left (they stay in the spool for the next writer)."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            while self._pending and time.monotonic() < deadline:
+            while self._pending and time.monotonic() < deadline and not self._down_for(
+                    give_up_when_down_s):
                 self._lock.wait(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
             return len(self._pending)
+
+    def _down_for(self, seconds: float) -> bool:
+        since = self.waiting_since
+        return since is not None and time.monotonic() - since >= seconds
 
     def resolve(self, run: str | None) -> str | None:
         """The MLflow run id of a key (None while its run is not created)."""
@@ -101,6 +117,7 @@ class SpooledWriter:
         while True:
             try:
                 self._apply(entry["op"], dict(entry["args"]))
+                self.waiting_since = None
                 if waited:
                     log.info("MLflow: the store answers again; %d write(s) still queued",
                              len(self._pending) - 1)
@@ -115,15 +132,22 @@ class SpooledWriter:
                                 "the writes queue up in %s", entry["op"], _first_line(exc),
                                 self.spool or "memory")
                 waited = True
+                if self.waiting_since is None:
+                    self.waiting_since = time.monotonic()
                 time.sleep(backoff)
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
 
     def _apply(self, op: str, args: dict) -> None:
         if op == "create_run":
-            parent = self._run(args["parent"]) if args["parent"] else None
-            run_id = self.store.create_run(args["name"], args["tags"], parent,
-                                           args.get("start_ms"))
-            self.run_ids[args["key"]] = run_id
+            key = args["key"]
+            run_id = self.store.find_run_id(names.SPOOL_KEY, key) if key in self._replayed \
+                else None
+            if run_id is None:
+                parent = self._run(args["parent"]) if args["parent"] else None
+                run_id = self.store.create_run(args["name"], {**args["tags"],
+                                                              names.SPOOL_KEY: key},
+                                               parent, args.get("start_ms"))
+            self.run_ids[key] = run_id
             self._append({"run": args["key"], "id": run_id})
             return
         run_id = self._run(args.pop("run"))
@@ -146,7 +170,8 @@ class SpooledWriter:
             handle.write(json.dumps(record) + "\n")
 
     def _replay(self, spool: Path) -> None:
-        """Queue the writes an earlier process left undone, and its run keys."""
+        """Queue the writes an earlier process left undone, and its run keys, in a new spool
+        that replaces the old one in a single rename (a kill before it leaves the old one)."""
         if not spool.is_file():
             return
         entries, done = [], set()
@@ -162,11 +187,13 @@ class SpooledWriter:
             elif "seq" in record:
                 entries.append(record)
         left = [e for e in entries if e["seq"] not in done]
-        spool.unlink()
-        for key, run_id in self.run_ids.items():
-            self._append({"run": key, "id": run_id})
         for entry in left:
-            self.submit(entry["op"], **entry["args"])
+            self._seq += 1
+            self._pending.append({"seq": self._seq, "op": entry["op"], "args": entry["args"]})
+            if entry["op"] == "create_run":
+                self._replayed.add(entry["args"]["key"])
+        records = [{"run": key, "id": run_id} for key, run_id in self.run_ids.items()]
+        _replace_lines(spool, [*records, *self._pending])
         if left:
             log.info("MLflow: %d write(s) an earlier run left undone are queued again", len(left))
 
@@ -175,6 +202,16 @@ class SpooledWriter:
         with self._lock:
             if self.spool is not None and not self._pending:
                 self.spool.unlink(missing_ok=True)
+
+
+def _replace_lines(path: Path, records: list[dict]) -> None:
+    """``path`` holds ``records`` (JSON lines) after one rename; before it, what it held."""
+    scratch = path.with_name(f"{path.name}.new")
+    with open(scratch, "w") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(scratch, path)
 
 
 def _first_line(exc: BaseException) -> str:

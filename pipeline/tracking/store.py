@@ -1,9 +1,13 @@
 """The project's MLflow store: one experiment, reached through ``MlflowClient`` with explicit
 run ids (no global "active run" state leaks between trials or commands).
 
-Every call is retried with a short backoff (a SQLite store may be busy, a server may blink) and
-then raises ``TrackingError``: one line naming the store and what failed. Whoever must not stop
-on a store error (the search) wraps this in ``search_runs.SearchRuns``.
+A call that fails raises ``TrackingError``: one line naming the store and what failed. Against
+a tracking server a call costs seconds, not minutes, when the server is down: MLflow's HTTP
+client gets the project's small retry budget and timeout (``tracking.http_retries`` and
+``http_timeout_s``, unless the user set MLflow's own variables) and this module adds no
+retries of its own; a local SQLite store (which may be busy for a moment) gets three short
+attempts. Whoever must not stop on a store error (the search) wraps this in
+``search_runs.SearchRuns``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
+from functools import cache
 from pathlib import Path
 
 from pipeline.errors import UserError
@@ -20,6 +27,7 @@ from pipeline.workspace import home, in_experiment_copy
 
 log = logging.getLogger(__name__)
 PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+HTTP_RETRIES, HTTP_TIMEOUT_S = 2, 10  # tracking.http_retries and http_timeout_s defaults
 
 
 class TrackingError(UserError):
@@ -56,31 +64,68 @@ def is_transient(exc: BaseException) -> bool:
     return status() >= 500 or status() == 429
 
 
+def is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def limit_http_waits(retries: int = HTTP_RETRIES, timeout_s: float = HTTP_TIMEOUT_S) -> None:
+    """Give MLflow's HTTP client a small retry budget (its defaults: 7 retries with exponential
+    backoff and a 120 s timeout, about 4 minutes per call against a server that is down), unless
+    the user set MLflow's variables: theirs win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_s))))
+
+
 class TrackingStore:
     """One experiment of one MLflow store; created if missing, its artifacts under
-    ``artifact_root``. Raises ``TrackingError`` if the store cannot be opened."""
+    ``artifact_root``. ``connect``: look the experiment up now (raises ``TrackingError`` if the
+    store cannot be reached); otherwise at the first call that needs it."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None,
-                 attempts: int = 3):
+                 attempts: int | None = None, connect: bool = True):
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.attempts = uri, attempts
+        if is_http(uri):
+            limit_http_waits()  # a no-op when from_params set the user's values first
+        self.uri, self.experiment = uri, experiment
+        self.attempts = attempts or (1 if is_http(uri) else 3)  # MLflow retries HTTP itself
+        self.artifact_root = Path(artifact_root or default_artifact_root())
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self.call("open the experiment", self._experiment, experiment,
-                                       Path(artifact_root or default_artifact_root()))
+        self._experiment_id: str | None = None
+        if connect:
+            self.experiment_id  # noqa: B018  (resolves and caches it)
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            self._experiment_id = self.call("open the experiment", self._experiment,
+                                            self.experiment, self.artifact_root)
+        return self._experiment_id
 
     @classmethod
-    def from_params(cls, tracking) -> TrackingStore | None:
+    def from_params(cls, tracking, connect: bool = True) -> TrackingStore | None:
         """The store of a ``tracking`` params section; None when tracking is off."""
         uri = resolve_uri(tracking.uri)
-        return None if uri == names.TRACKING_OFF else cls(uri, tracking.experiment)
+        if uri == names.TRACKING_OFF:
+            return None
+        if is_http(uri):
+            limit_http_waits(tracking.http_retries, tracking.http_timeout_s)
+        return cls(uri, tracking.experiment, connect=connect)
 
     def _experiment(self, name: str, artifact_root: Path) -> str:
+        """The experiment's id, created if missing; marked as a model-training experiment so
+        MLflow 3's UI opens its runs and models, not its GenAI view."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = artifact_root.resolve() / name
-        return self.client.create_experiment(name, artifact_location=location.as_uri())
+        if found is None:
+            location = artifact_root.resolve() / name
+            return self.client.create_experiment(
+                name, artifact_location=location.as_uri(),
+                tags={names.EXPERIMENT_KIND: names.MODEL_TRAINING})
+        if names.EXPERIMENT_KIND not in (found.tags or {}):  # one made by an older version
+            self.client.set_experiment_tag(found.experiment_id, names.EXPERIMENT_KIND,
+                                           names.MODEL_TRAINING)
+        return found.experiment_id
 
     def call(self, what: str, fn, *args, **kwargs):
         """``fn(*args, **kwargs)``, retried; ``TrackingError`` when every attempt failed."""
@@ -108,12 +153,18 @@ class TrackingStore:
     # --- runs ---------------------------------------------------------------------------------
     def create_run(self, name: str, tags: dict, parent: str | None = None,
                    start_ms: int | None = None) -> str:
-        """A new run; ``start_ms``: when it really started (a queued write is sent later)."""
-        tags = {**tags, **({names.PARENT_RUN: parent} if parent else {})}
+        """A new run with MLflow's context tags (user, source, git commit) under ``tags``;
+        ``start_ms``: when it really started (a queued write is sent later)."""
+        tags = {**context_tags(), **tags, **({names.PARENT_RUN: parent} if parent else {})}
         run = self.call(f"create run {name}", self.client.create_run, self.experiment_id,
                         run_name=name, tags={k: str(v) for k, v in tags.items()},
                         start_time=start_ms)
         return run.info.run_id
+
+    def find_run_id(self, key: str, value: str) -> str | None:
+        """The id of a run of this experiment tagged ``key = value`` (the newest), or None."""
+        found = self.find_runs(names.tag_is(key, value), ["attributes.start_time DESC"], 1)
+        return found[0].info.run_id if found else None
 
     def reopen_run(self, run_id: str) -> None:
         self.call("reopen a run", self.client.update_run, run_id, status="RUNNING")
@@ -192,3 +243,31 @@ class TrackingStore:
 
     def registered_model(self, name: str):
         return self.call("read the registered model", self.client.get_registered_model, name)
+
+
+@cache
+def context_tags() -> dict:
+    """What MLflow records about who ran what (user, source name and type), as ``mlflow.start_run``
+    would, plus the project's git commit; resolved once per process."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    tags = dict(resolve_tags())
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if program is not None and (program.name == "cifar-automl" or program.parent.name
+                                == "pipeline"):  # the console command or python -m pipeline
+        tags[names.SOURCE_NAME] = " ".join(["cifar-automl", *sys.argv[1:2]])
+    commit = git_commit()
+    if commit:
+        tags[names.GIT_COMMIT] = commit
+    return tags
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of the working folder's repository, None outside one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
