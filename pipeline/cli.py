@@ -83,7 +83,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.publish import run_publish  # imports Keras and MLflow
 
     run_publish(params, Path(args.models), Path(args.results), Path(args.metrics),
-                Path(args.report), Path(args.out))
+                Path(args.report), Path(args.out), Path(args.data))
     return EXIT_OK
 
 
@@ -119,7 +119,6 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
 
     from pipeline.config import load_params
     from pipeline.tracking.names import TRACKING_OFF
@@ -143,7 +142,12 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI for {uri} at {base} (Ctrl-C stops it)\n"
           f"runs of experiment {params.tracking.experiment}: "
           f"{base}/#/experiments/{experiment}/runs", flush=True)
-    return subprocess.call(command)
+    # browsing needs no background job consumers (MLflow 3 starts several by default)
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION":
+           os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    from pipeline.server import run_until_signalled
+
+    return run_until_signalled(command, env)
 
 
 def _cmd_show_space(args: argparse.Namespace) -> int:
@@ -221,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproducible AutoML comparison of CNNs and fully connected networks on "
                     "CIFAR-10/100. Each subcommand is one DVC stage; `dvc repro` runs them all.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own start-up messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     prepare = commands.add_parser(
@@ -373,14 +379,34 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
     for sub in (tune, replicate, evaluate, publish):
         sub.add_argument("--models", default="models", help="best models (%(default)s)")
-    for sub in (tune, replicate, evaluate, retune, split, join, lessons):
+    for sub in (tune, replicate, evaluate, publish, retune, split, join, lessons):
         sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("cifar-automl")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        from pipeline import __version__
+
+        return __version__
+
+
+# commands that train or load models: Keras is imported up front, its chatter captured
+KERAS_COMMANDS = {"prepare", "tune", "replicate", "evaluate", "publish", "retune", "lessons"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+    if not args.verbose:
+        from pipeline.console import import_keras_quietly, quiet_native_logs
+
+        quiet_native_logs()
+        if args.command in KERAS_COMMANDS:
+            import_keras_quietly()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",

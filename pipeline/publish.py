@@ -4,7 +4,9 @@ An evaluation run (tagged with both searches' parent run ids) holds the test met
 and its figures; each family's final model is logged on it and registered as
 ``<dataset>-<family>`` (for example ``cifar10-cnn``), see ``pipeline.tracking.registry``. The
 alias ``champion`` is set only when the registered model has none yet: promoting a later model
-is a decision (the retune job's), not a side effect of rerunning the pipeline.
+is a decision (the retune job's), not a side effect of rerunning the pipeline. A model already
+registered (same SHA-256 of its trained file, as after a ``dvc exp run`` that changed only an
+evaluate or report setting) is not registered again: its version is reported as it is.
 
 Publishing is all MLflow, so a store error stops it (one line, exit 1), with the evaluation run
 marked FAILED when it got that far. It holds the retune job's lock while it registers (waiting
@@ -33,7 +35,7 @@ LOCK_WAIT_S = 30 * 60  # a retune holding the lock: wait for it rather than fail
 
 
 def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_path: Path,
-                report_dir: Path, out_path: Path) -> dict:
+                report_dir: Path, out_path: Path, data_dir: Path | None = None) -> dict:
     store = TrackingStore.from_params(params.tracking)
     if store is None:
         log.info("tracking is off: nothing to publish")
@@ -42,17 +44,20 @@ def run_publish(params: Params, models_dir: Path, results_dir: Path, metrics_pat
                                  "models": {}})
     # the retune job's lock: the first champion is set by one writer of the aliases at a time
     with RunLock(home(params.retune.lock_file), "publish", wait_s=LOCK_WAIT_S):
-        registered, run_id = _publish(store, models_dir, results_dir, metrics_path, report_dir)
+        registered, run_id = _publish(store, models_dir, results_dir, metrics_path, report_dir,
+                                      data_dir)
     for family, entry in registered.items():
-        log.info("%s: registered %s version %s%s", family, entry["name"], entry["version"],
-                 f" (alias {names.CHAMPION})" if entry["champion"] else "")
+        log.info("%s: %s %s version %s%s", family,
+                 "registered" if entry["new"] else "unchanged model, already", entry["name"],
+                 entry["version"], f" (alias {names.CHAMPION})" if entry["champion"] else "")
     return _write(out_path, {"evaluation_run": run_id, "tracking_uri": store.uri,
                              "models": registered})
 
 
 def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_path: Path,
-             report_dir: Path) -> tuple[dict, str]:
+             report_dir: Path, data_dir: Path | None) -> tuple[dict, str]:
     metrics = files.read_json(metrics_path)
+    test_data = _test_data(data_dir, metrics.get("dataset", "cifar10"))
     bests = {f: files.read_json(results_dir / f / "best_hparams.json") for f in FAMILIES}
     dataset = metrics.get("dataset", "cifar10")
     tags = {names.ROLE: names.ROLE_EVALUATION, names.DATASET: dataset,
@@ -70,7 +75,7 @@ def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_
         if report_dir.is_dir():
             store.log_artifacts(run_id, report_dir, "report")
         registered = {family: _register(store, family, dataset, run_id, metrics[family],
-                                        bests[family], models_dir)
+                                        bests[family], models_dir, test_data)
                       for family in FAMILIES}
     except BaseException:
         store.end_run(run_id, "FAILED")
@@ -80,18 +85,33 @@ def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_
 
 
 def _register(store: TrackingStore, family: str, dataset: str, run_id: str, scores: dict,
-              best: dict, models_dir: Path) -> dict:
-    model = registry.inference_model(load_model(models_dir / family / "best.keras"))
+              best: dict, models_dir: Path, test_data: tuple[str, str] | None) -> dict:
+    path = models_dir / family / "best.keras"
+    digest = files.file_sha256(path)
     name = FAMILIES[family].registered_model(dataset)
-    version = registry.register(store, model, name, run_id, family, {
+    version = registry.version_with_tag(store, name, names.VERSION_SOURCE_SHA256, digest)
+    new = version is None
+    if new:
         # what the registered (single-view) model scores, comparable with retune's numbers
-        names.VERSION_TEST_ACCURACY: scores.get("test_accuracy_single_view",
-                                                scores["test_accuracy"]),
-        names.VERSION_REGISTERED_BY: "publish",
-        names.VERSION_HYPERPARAMETERS: json.dumps(best["hyperparameters"])})
-    return {"name": name, "version": version,
+        single_view = scores.get("test_accuracy_single_view", scores["test_accuracy"])
+        model = registry.inference_model(load_model(path))
+        version = registry.register(store, model, name, run_id, family, {
+            names.VERSION_TEST_ACCURACY: single_view,
+            names.VERSION_REGISTERED_BY: "publish",
+            names.VERSION_SOURCE_SHA256: digest,
+            names.VERSION_HYPERPARAMETERS: json.dumps(best["hyperparameters"])},
+            metrics={"test_accuracy": single_view}, dataset=test_data)
+    return {"name": name, "version": version, "new": new,
             "champion": registry.set_champion_if_none(store, name, version),
             "model_uri": f"models:/{name}/{version}"}
+
+
+def _test_data(data_dir: Path | None, dataset: str) -> tuple[str, str] | None:
+    """The test split as MLflow names a dataset: (name, digest of its images)."""
+    if data_dir is None or not (data_dir / "meta.json").is_file():
+        return None
+    digest = files.load_meta(data_dir)["outputs"]["test_images.npy"]["sha256"][:16]
+    return f"{dataset}-test", digest
 
 
 def _log_seeds(store: TrackingStore, run_id: str, table: Path) -> None:

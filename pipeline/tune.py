@@ -129,7 +129,9 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
                                      project, started, runs, role, first_values, parallel,
                                      tried_before)
-    search(tuner, t, data, runs, role, family)
+    tensorboard = folders.tuning / project / "tensorboard" if params.tracking.tensorboard \
+        else None
+    search(tuner, t, data, runs, role, family, tensorboard)
     if is_worker:
         runs.finish(None)  # the chief ends the search run; this worker's writes go out
         log.info("%s: the chief has no more trials; done", role.tuner_id)
@@ -247,18 +249,26 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
     return hypermodel, tuner
 
 
-def search(tuner, t: TuneParams, data: SearchData, runs: SearchRuns, role, family: str):
-    """KerasTuner's search; its "too many failed trials" and a lost chief as one-line errors."""
+def search(tuner, t: TuneParams, data: SearchData, runs: SearchRuns, role, family: str,
+           tensorboard: Path | None = None):
+    """KerasTuner's search; its "too many failed trials" and a lost chief as one-line errors.
+    ``tensorboard``: a folder for TensorBoard logs, one per trial (KerasTuner adds its HParams
+    dashboard on the TensorFlow backend)."""
+    import keras
     import keras_tuner as kt
 
     from pipeline import distributed
     from pipeline.training import early_stopping
 
     verbose = 1 if sys.stdout.isatty() else 2
+    callbacks = [early_stopping(t.patience)]
+    if tensorboard is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard)))
+        log.info("TensorBoard logs of every trial: tensorboard --logdir %s", tensorboard)
     try:
         tuner.search(data.x_train[data.search_idx], data.y_train[data.search_idx],
                      validation_data=(data.x_val, data.y_val), epochs=t.max_epochs,
-                     callbacks=[early_stopping(t.patience)], verbose=verbose)
+                     callbacks=callbacks, verbose=verbose)
     except RuntimeError as exc:
         if not _too_many_failures(exc, kt):
             raise

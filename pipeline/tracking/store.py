@@ -182,13 +182,17 @@ class TrackingStore:
                       params=items[start:start + PARAMS_PER_BATCH])
 
     def log_metrics(self, run_id: str, metrics: dict, step: int = 0,
-                    timestamp_ms: int | None = None) -> None:
+                    timestamp_ms: int | None = None, model_id: str | None = None,
+                    dataset: tuple[str, str] | None = None) -> None:
         """All metrics of one step in a single call (each store round trip costs ms);
-        ``timestamp_ms``: when they were measured (default: now)."""
+        ``timestamp_ms``: when they were measured (default: now); ``model_id`` and ``dataset``
+        (name, digest): the logged model and the data they measure (MLflow 3 links them)."""
         from mlflow.entities import Metric
 
         when = timestamp_ms or int(time.time() * 1000)
-        batch = [Metric(k, float(v), when, step) for k, v in metrics.items() if v is not None]
+        name, digest = dataset or (None, None)
+        batch = [Metric(k, float(v), when, step, model_id=model_id, dataset_name=name,
+                        dataset_digest=digest) for k, v in metrics.items() if v is not None]
         if batch:
             self.call("log metrics", self.client.log_batch, run_id, metrics=batch)
 
