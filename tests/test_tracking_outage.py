@@ -1,6 +1,7 @@
-"""The MLflow store going away mid-search: training keeps its pace and nothing is lost (a real
-`mlflow server` on 127.0.0.1, killed and restarted by the test); the spool replays the writes a
-killed process left undone."""
+"""The MLflow store going away mid-search, or down when the search starts: training keeps its
+pace, the wait costs seconds, and nothing is lost (a real `mlflow server` on 127.0.0.1, killed,
+started and restarted by the test, reached with the settings a user has); the spool replays
+the writes a killed process left undone, also when the kill lands between two of its steps."""
 
 import json
 import os
@@ -52,8 +53,6 @@ def test_a_store_outage_mid_search_blocks_no_epoch_and_loses_nothing(tmp_path, t
 
     root, port = tmp_path / "server", free_port()
     root.mkdir()
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     servers = [_start_server(root, port)]
     outage = {}
 
@@ -134,3 +133,155 @@ def test_writes_a_killed_process_left_in_the_spool_are_replayed(tmp_path):
     assert len(store.find_runs("")) == 2  # the trial's run was not created a second time
     writer.forget_spool()
     assert not spool.exists()
+
+
+def test_a_store_down_when_the_search_starts_costs_seconds_and_loses_nothing(
+        tmp_path, tiny_prepared, monkeypatch, caplog):
+    """Nothing listens at the tracking URI when the search starts (the user's own settings:
+    no MLflow variables set); the server comes up during the search and gets every write."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    caplog.set_level(logging.INFO)
+    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(variable, raising=False)
+    root, port = tmp_path / "server", free_port()
+    root.mkdir()
+    servers = []
+
+    def start_once_training():
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "tuning").glob("cnn-*/trial_*")) and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        servers.append(_start_server(root, port))
+
+    late = threading.Thread(target=start_once_training, daemon=True)
+    late.start()
+    try:
+        best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=4, max_epochs=2,
+                          tracking_uri=f"http://127.0.0.1:{port}")
+        late.join(timeout=120)
+        assert servers, "the server never started"
+        _check_nothing_lost(MlflowClient(f"http://127.0.0.1:{port}"), best, tmp_path,
+                            {"start": 0, "end": time.time()})
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                _stop(server)
+    warned = [r for r in caplog.records if f"127.0.0.1:{port}" in r.getMessage()
+              and "the search goes on" in r.getMessage()]
+    assert warned, caplog.text
+    assert len(warned[0].getMessage().splitlines()) == 1
+    # opening the search's run (step 2) up to the search (step 3): one short try, no minutes
+    steps = {r.getMessage()[:4]: r.created for r in caplog.records
+             if r.getMessage().startswith(("[2/6]", "[3/6]"))}
+    assert steps["[3/6]"] - steps["[2/6]"] < 60, steps
+
+
+def test_a_search_whose_store_never_answers_keeps_its_writes_for_the_next_run(
+        tmp_path, tiny_prepared, monkeypatch, caplog):
+    """Down from start to end: the search finishes, its end waits seconds, not the two-minute
+    drain, and the writes stay in the spool, where the next run of the same search sends them."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    started = time.monotonic()
+    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
+                      tracking_uri=f"http://127.0.0.1:{port}")
+    assert best["search_score"] > 0 and best["mlflow_parent_run"] is None
+    assert "still wait for the store" in caplog.text
+    spool, = (tmp_path / "tuning").rglob("mlflow-spool.jsonl")
+    pending = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert any(p.get("op") == "create_run" for p in pending)
+    assert time.monotonic() - started < 115  # the end did not wait the 120 s drain
+
+    root = tmp_path / "server"
+    root.mkdir()
+    server = _start_server(root, port)
+    try:  # the same search again: resumed from its project, the spool goes out first
+        run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
+                   tracking_uri=f"http://127.0.0.1:{port}")
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.get_experiment_by_name("cifar-automl")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        found = client.search_runs([experiment.experiment_id])
+        assert {r.info.run_name for r in found} >= {"cnn-search", "trial-0000"}
+        assert not spool.exists()
+    finally:
+        _stop(server)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from pipeline.tracking.spool import SpooledWriter
+from pipeline.tracking.store import TrackingStore
+
+root, gap = Path(sys.argv[1]), sys.argv[2]
+store = TrackingStore(f"sqlite:///{root}/mlflow.db", "spool", root / "artifacts")
+die = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+if gap == "create":  # the run exists, its key's mapping is not in the spool yet
+    append = SpooledWriter._append
+    SpooledWriter._append = lambda self, record: die() if "run" in record else append(self,
+                                                                                      record)
+else:  # replaying an old spool: killed as the new one is put in place
+    os.replace = die
+    SpooledWriter._append = lambda self, record: die()
+writer = SpooledWriter(store, root / "spool.jsonl")
+key = writer.new_run("trial-0000", {})
+writer.submit("log_metrics", run=key, step=0, metrics={"val_accuracy": 0.5}, timestamp_ms=1)
+writer.submit("end_run", run=key, status="FINISHED")
+writer.drain(30)
+"""
+
+
+def _killed_writer(tmp_path, gap):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path), gap],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def _replayed(tmp_path):
+    from pipeline.tracking.spool import SpooledWriter
+    from pipeline.tracking.store import TrackingStore
+
+    store = TrackingStore(f"sqlite:///{tmp_path}/mlflow.db", "spool", tmp_path / "artifacts")
+    writer = SpooledWriter(store, tmp_path / "spool.jsonl")
+    assert writer.drain(30) == 0
+    return store
+
+
+def test_a_kill_between_creating_a_run_and_recording_it_does_not_create_it_twice(tmp_path):
+    _killed_writer(tmp_path, "create")
+    store = _replayed(tmp_path)
+    found = store.find_runs("")
+    assert [r.info.run_name for r in found] == ["trial-0000"]
+    assert found[0].info.status == "FINISHED"
+    history = store.client.get_metric_history(found[0].info.run_id, "val_accuracy")
+    assert [m.value for m in history] == [0.5]
+
+
+def test_a_kill_while_the_spool_is_rewritten_loses_no_write(tmp_path):
+    (tmp_path / "spool.jsonl").write_text("".join(json.dumps(line) + "\n" for line in [
+        {"seq": 1, "op": "create_run", "args": {"key": "local:a", "name": "trial-0000",
+                                                 "tags": {}, "parent": None}},
+        {"seq": 2, "op": "log_metrics", "args": {"run": "local:a", "step": 0,
+                                                 "metrics": {"val_accuracy": 0.5},
+                                                 "timestamp_ms": 1}}]))
+    _killed_writer(tmp_path, "replay")  # dies while replaying that spool
+    store = _replayed(tmp_path)
+    found = store.find_runs("")
+    assert [r.info.run_name for r in found] == ["trial-0000"]
+    history = store.client.get_metric_history(found[0].info.run_id, "val_accuracy")
+    assert [m.value for m in history] == [0.5]
