@@ -396,7 +396,8 @@ def _version() -> str:
 
 
 # commands that train or load models: Keras is imported up front, its chatter captured
-KERAS_COMMANDS = {"prepare", "tune", "replicate", "evaluate", "publish", "retune", "lessons"}
+KERAS_COMMANDS = {"prepare", "tune", "replicate", "evaluate", "publish", "retune", "lessons",
+                  "show-space"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
     )
+    if not args.verbose:  # a retried request is the project's warning to give, in one line
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     from pipeline.errors import UserError
 
     try:

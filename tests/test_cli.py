@@ -103,3 +103,78 @@ def test_ui_serves_the_project_store_on_loopback(tmp_path):
         assert "ui-check" in [e["name"] for e in found["experiments"]]
     # the direct link to the project's runs (MLflow 3 opens on an overview page otherwise)
     assert f"{base}/#/experiments/{experiment}/runs" in log.read_text()
+
+
+def test_ui_stops_with_sigterm_and_leaves_no_process(tmp_path):
+    """systemd and `kill` stop a service with SIGTERM to its main process: the MLflow server it
+    started goes with it, and it never started MLflow's background job consumers."""
+    import os
+    import signal
+    import urllib.request
+
+    import psutil
+
+    from tests.conftest import free_port
+
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
+                          tracking={"uri": uri})
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"}
+    ui = subprocess.Popen([sys.executable, "-m", "pipeline", "ui", "--params", str(params),
+                           "--port", str(port)], cwd=tmp_path, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                assert ui.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.5)
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert started, "the server runs as a child"
+        commands = [" ".join(p.cmdline()) for p in started]
+        assert not [c for c in commands if "huey" in c or "job" in c.lower()], commands
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=30) == 0
+        gone, alive = psutil.wait_procs(started, timeout=15)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+        for process in psutil.Process().children(recursive=True):
+            if str(port) in " ".join(process.cmdline()):
+                process.kill()
+
+
+def test_version():
+    from importlib import metadata
+
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"cifar-automl {metadata.version('cifar-automl')}"
+
+
+def test_a_keras_command_prints_its_own_lines_only():
+    """A command that loads Keras shows no start-up lines of TensorFlow's native code (on a
+    machine without a GPU it prints several); --verbose shows whatever TensorFlow says."""
+    quiet = run_cli("show-space", "search_spaces/cnn.yaml")
+    assert quiet.returncode == 0 and "base_filters" in quiet.stdout
+    assert quiet.stderr == "", quiet.stderr
+    loud = run_cli("--verbose", "show-space", "search_spaces/cnn.yaml")
+    assert loud.returncode == 0 and loud.stdout == quiet.stdout
+    if "cuda" not in loud.stderr.lower():  # a machine where TensorFlow has nothing to say
+        import pytest
+
+        pytest.skip("TensorFlow printed nothing at start-up here, so quiet proves nothing")
+
+
+def test_removed_setting_says_so(tmp_path):
+    params = write_params(tmp_path / "params.yaml", tune={"objective": "val_accuracy"})
+    result = run_cli("check-params", "--params", str(params))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {params}: tune.objective: no longer a setting "
+                                     "(the search always maximises validation accuracy): "
+                                     "delete it")

@@ -243,9 +243,19 @@ def _evaluation_runs(repo):
         return db.execute("select count(*) from runs where name = 'evaluation'").fetchone()[0]
 
 
+def _model_versions(repo) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(repo / "mlruns" / "mlflow.db") as db:
+        return dict(db.execute("select name, count(*) from model_versions group by name"))
+
+
 def _check_experiments(repo, env):
     """`dvc exp run -S` and `dvc exp show`, as DVC users reach for them; a temporary
-    experiment logs into the project's own MLflow store, not into a copy DVC deletes."""
+    experiment logs into the project's own MLflow store, not into a copy DVC deletes; an
+    experiment that changes only an evaluate setting registers no new model version."""
+    versions = _model_versions(repo)
+    assert versions == {"cifar10-cnn": 1, "cifar10-fc": 1}, versions
     assert json.loads((repo / "metrics.json").read_text())["cnn"]["flip_tta"] is True
     _dvc(repo, env, "exp", "run", "-S", "evaluate.flip_tta=false")
     shown = json.loads(_dvc(repo, env, "exp", "show", "--json"))
@@ -261,6 +271,7 @@ def _check_experiments(repo, env):
     assert "Running stage 'publish'" in out, out
     assert _evaluation_runs(repo) == before + 1  # in the project's store
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))
+    assert _model_versions(repo) == versions  # the same models: nothing registered again
 
 
 def _revisions(shown):
@@ -371,3 +382,28 @@ def _check_registry(repo, parents):
         listed = get_json(f"{base}/api/2.0/mlflow/artifacts/list"
                           f"?run_id={registry['evaluation_run']}&path=report")
         assert "report/comparison.md" in {f["path"] for f in listed["files"]}
+        _check_mlflow_conventions(base, registry, tags)
+
+
+def _check_mlflow_conventions(base, registry, tags):
+    """What MLflow 3's UI needs to show the runs as a model-training project: the experiment's
+    kind, who ran what, models as LoggedModels linked to their test metric and data, and a
+    description on each registered model; no version points at a path on this machine."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(base)
+    experiment = client.get_experiment_by_name("cifar-automl")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.user"] and tags["mlflow.source.name"] == "cifar-automl publish"
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    for family in ("cnn", "fc"):
+        name = f"cifar10-{family}"
+        assert "uint8" in client.get_registered_model(name).description
+        version = client.get_model_version(name, registry["models"][family]["version"])
+        assert version.source.startswith("models:/m-"), version.source
+        model = client.get_logged_model(version.source.removeprefix("models:/"))
+        assert model.name == f"{family}-model"
+        assert model.source_run_id == registry["evaluation_run"]
+        linked = {(m.key, m.dataset_name) for m in model.metrics}
+        assert ("test_accuracy", "cifar10-test") in linked, linked
+        assert len(version.tags["source_sha256"]) == 64

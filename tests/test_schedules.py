@@ -91,12 +91,31 @@ def test_github_workflow_is_scheduled_dispatchable_and_prepares_data(tmp_path):
     assert any(step.get("uses", "").startswith("actions/cache") for step in steps)
     runs = [step.get("run", "") for step in steps]
     assert "cifar-automl retune" in runs
-    # the step that points prepare at the (cached) Keras download edits params.yaml correctly
-    (edit,) = [run for run in runs if run.startswith("sed ")]
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    subprocess.run(edit, shell=True, cwd=tmp_path, check=True, timeout=30)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert params["prepare"]["source"] == "download"
-    original = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert {k: v for k, v in params["prepare"].items() if k != "source"} == \
-        {k: v for k, v in original["prepare"].items() if k != "source"}
+    (install,) = [run for run in runs if "pip install" in run]
+    assert "-c constraints.txt" in install  # the nightly job runs the tested versions
+    assert not [run for run in runs if run.startswith("sed ")]
+    # the step that points prepare at the Keras download sets it through DVC, which prepares
+    # the data so that retune's own `dvc repro prepare` finds nothing to do
+    (step,) = [run for run in runs if run.startswith("dvc exp run")]
+    assert step == "dvc exp run -S prepare.source=download prepare"
+
+
+def test_the_workflows_prepare_step_sets_the_source_and_retune_finds_it_done(tmp_path,
+                                                                              real_cifar10):
+    """The workflow's step, with the real CIFAR-10 folder for `download` (no network here), in
+    a git + DVC copy of the project."""
+    from tests.test_dvc import _run, make_repo
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "retune.yml").read_text())
+    (step,) = [s["run"] for s in workflow["jobs"]["retune"]["steps"]
+               if s.get("run", "").startswith("dvc exp run")]
+    repo, original, env = make_repo(tmp_path, {"train_per_class": 20, "test_per_class": 10})
+    command = [sys.executable, "-m", *step.replace("download", str(real_cifar10)).split()]
+    _run(command, repo, env)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["prepare"]["source"] == str(real_cifar10)
+    assert {k: v for k, v in params.items() if k != "prepare"} == \
+        {k: v for k, v in original.items() if k != "prepare"}
+    assert (repo / "data" / "prepared" / "meta.json").is_file()
+    again = _run([sys.executable, "-m", "dvc", "repro", "prepare"], repo, env)  # as retune does
+    assert "Running stage" not in again

@@ -176,7 +176,7 @@ def test_a_store_down_when_the_search_starts_costs_seconds_and_loses_nothing(
     assert warned, caplog.text
     assert len(warned[0].getMessage().splitlines()) == 1
     # opening the search's run (step 2) up to the search (step 3): one short try, no minutes
-    steps = {r.getMessage()[:4]: r.created for r in caplog.records
+    steps = {r.getMessage()[:5]: r.created for r in caplog.records
              if r.getMessage().startswith(("[2/6]", "[3/6]"))}
     assert steps["[3/6]"] - steps["[2/6]"] < 60, steps
 

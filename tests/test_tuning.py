@@ -331,20 +331,37 @@ def test_logging_failures_are_retried_or_skipped_and_never_stop_the_search(
         assert steps == [1]
 
 
-def test_unreachable_tracking_server_does_not_stop_the_search(tmp_path, tiny_prepared,
-                                                              monkeypatch, caplog):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    monkeypatch.setattr("pipeline.tracking.store.time.sleep", lambda s: None)
+def test_a_tracking_uri_mlflow_refuses_turns_tracking_off(tmp_path, tiny_prepared,
+                                                           monkeypatch, caplog):
+    """Not an outage but a store that can never work (a scheme MLflow does not know): one
+    warning, and the search runs untracked."""
     best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
-                      tracking_uri=f"http://127.0.0.1:{port}")
-    assert best["search_score"] > 0
-    assert "tracking is off" in caplog.text
+                      tracking_uri="nosuchscheme://127.0.0.1/store")
+    assert best["search_score"] > 0 and best["mlflow_parent_run"] is None
+    assert "tracking is off for this run" in caplog.text
+    assert not list((tmp_path / "tuning").rglob("mlflow-spool*.jsonl"))
+
+
+def test_tensorboard_logs_every_trial_with_kerastuners_hparams(tmp_path, tiny_prepared,
+                                                               monkeypatch):
+    params_file, _ = setup_search(tmp_path, max_trials=2, max_epochs=1)
+    raw = yaml.safe_load(params_file.read_text())
+    raw["tracking"]["tensorboard"] = True
+    params_file.write_text(yaml.safe_dump(raw))
+    from pipeline.tune import TuneFolders, run_tune
+
+    monkeypatch.chdir(tmp_path)
+    run_tune(load_params(params_file), "cnn", tmp_path / "cnn.yaml", tiny_prepared,
+             TuneFolders(tmp_path / "tuning", tmp_path / "models", tmp_path / "results"))
+    logs, = (tmp_path / "tuning").glob("cnn-*/tensorboard")
+    trials = sorted(p.name for p in logs.iterdir())
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert trials == sorted(row["trial_id"] for row in rows) and len(trials) == 2, trials
+    for trial in trials:
+        events = list((logs / trial / "execution0").rglob("events.out.tfevents.*"))
+        assert events, trial
+        # KerasTuner's HParams summary: the trial's configuration, readable in TensorBoard
+        assert any(b"hparams" in e.read_bytes() for e in events), trial
 
 
 def test_tracking_off_runs_without_mlflow_and_publish_records_nothing(tmp_path, tiny_prepared,

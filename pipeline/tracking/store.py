@@ -91,7 +91,7 @@ class TrackingStore:
         self.uri, self.experiment = uri, experiment
         self.attempts = attempts or (1 if is_http(uri) else 3)  # MLflow retries HTTP itself
         self.artifact_root = Path(artifact_root or default_artifact_root())
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = self._attempt("open the store", 1, MlflowClient, (), {"tracking_uri": uri})
         self._experiment_id: str | None = None
         if connect:
             self.experiment_id  # noqa: B018  (resolves and caches it)
