@@ -71,6 +71,8 @@ class SearchRuns:
         did not finish (its trials left RUNNING are closed as KILLED), else created."""
         if self.store is None:
             return None
+        if not self.offline:  # an earlier attempt's spooled writes first: its run may be there
+            self.writer.drain(self.drain_s)
         found = [] if self.offline else self._now(
             self.store.find_runs, names.tag_is(names.SEARCH_KEY, search_key),
             ["attributes.start_time DESC"], 1) or []
