@@ -5,8 +5,9 @@ and its figures; each family's final model is logged on it and registered as
 ``<dataset>-<family>`` (for example ``cifar10-cnn``), see ``pipeline.tracking.registry``. The
 alias ``champion`` is set only when the registered model has none yet: promoting a later model
 is a decision (the retune job's), not a side effect of rerunning the pipeline. A model already
-registered (same SHA-256 of its trained file, as after a ``dvc exp run`` that changed only an
-evaluate or report setting) is not registered again: its version is reported as it is.
+registered (the same weights, as after a ``dvc exp run`` that changed only an evaluate or
+report setting, or a reproducible-mode retraining) is not registered again: its version is
+reported as it is.
 
 Publishing is all MLflow, so a store error stops it (one line, exit 1), with the evaluation run
 marked FAILED when it got that far. It holds the retune job's lock while it registers (waiting
@@ -86,19 +87,21 @@ def _publish(store: TrackingStore, models_dir: Path, results_dir: Path, metrics_
 
 def _register(store: TrackingStore, family: str, dataset: str, run_id: str, scores: dict,
               best: dict, models_dir: Path, test_data: tuple[str, str] | None) -> dict:
-    path = models_dir / family / "best.keras"
-    digest = files.file_sha256(path)
+    from pipeline.training import weights_digest
+
+    trained = load_model(models_dir / family / "best.keras")
+    digest = weights_digest(trained)  # the file's bytes change with every save; weights do not
     name = FAMILIES[family].registered_model(dataset)
-    version = registry.version_with_tag(store, name, names.VERSION_SOURCE_SHA256, digest)
+    version = registry.version_with_tag(store, name, names.VERSION_WEIGHTS_DIGEST, digest)
     new = version is None
     if new:
         # what the registered (single-view) model scores, comparable with retune's numbers
         single_view = scores.get("test_accuracy_single_view", scores["test_accuracy"])
-        model = registry.inference_model(load_model(path))
+        model = registry.inference_model(trained)
         version = registry.register(store, model, name, run_id, family, {
             names.VERSION_TEST_ACCURACY: single_view,
             names.VERSION_REGISTERED_BY: "publish",
-            names.VERSION_SOURCE_SHA256: digest,
+            names.VERSION_WEIGHTS_DIGEST: digest,
             names.VERSION_HYPERPARAMETERS: json.dumps(best["hyperparameters"])},
             metrics={"test_accuracy": single_view}, dataset=test_data)
     return {"name": name, "version": version, "new": new,

@@ -133,6 +133,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_healthy(port: int, server, timeout: float = 90, health: str = "/health") -> None:
+    """Until the server process answers on 127.0.0.1:port (fails if it exits or times out)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2):
+                return
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def running_server(command: list[str], port: int, cwd: Path, timeout: float = 90,
                    log_path: Path | None = None, health: str = "/health",

@@ -110,11 +110,10 @@ def test_ui_stops_with_sigterm_and_leaves_no_process(tmp_path):
     started goes with it, and it never started MLflow's background job consumers."""
     import os
     import signal
-    import urllib.request
 
     import psutil
 
-    from tests.conftest import free_port
+    from tests.conftest import free_port, wait_healthy
 
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
@@ -125,14 +124,7 @@ def test_ui_stops_with_sigterm_and_leaves_no_process(tmp_path):
                            "--port", str(port)], cwd=tmp_path, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                assert ui.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.5)
+        wait_healthy(port, ui)
         started = psutil.Process(ui.pid).children(recursive=True)
         assert started, "the server runs as a child"
         commands = [" ".join(p.cmdline()) for p in started]

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_healthy
 from tests.test_tuning import read_csv, run_search
 
 OUTAGE_S = 12  # the store is down this long, mid-search
@@ -25,21 +25,16 @@ def _start_server(root, port):
                "--default-artifact-root", (root / "artifacts").as_uri()]
     server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    _wait_healthy(port, server)
+    wait_healthy(port, server)
     return server
 
 
-def _wait_healthy(port, server, timeout=90):
-    import urllib.request
-
+def _wait_for_trials(tmp_path, count, timeout=240):
+    """Until ``count`` trials of the search have started (or ``timeout``)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "no mlflow server"
-            time.sleep(0.3)
+    while len(list((tmp_path / "tuning").glob("cnn-*/trial_*"))) < count and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _stop(server):
@@ -57,31 +52,38 @@ def test_a_store_outage_mid_search_blocks_no_epoch_and_loses_nothing(tmp_path, t
     outage = {}
 
     def kill_then_restart():
-        deadline = time.monotonic() + 240  # until the second trial starts
-        while len(list((tmp_path / "tuning").glob("cnn-*/trial_*"))) < 2 and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_for_trials(tmp_path, 2)
         _stop(servers[0])
         outage["start"] = time.time()
         time.sleep(OUTAGE_S)
         servers.append(_start_server(root, port))
         outage["end"] = time.time()
 
-    chaos = threading.Thread(target=kill_then_restart, daemon=True)
-    chaos.start()
-    try:
-        best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=8, max_epochs=4,
-                          tracking_uri=f"http://127.0.0.1:{port}")
-        chaos.join(timeout=120)
+    def check(best):
         assert "end" in outage, "the search ended before the store came back"
         _check_nothing_lost(MlflowClient(f"http://127.0.0.1:{port}"), best, tmp_path, outage)
+
+    _search_while(kill_then_restart, check, servers, tmp_path, tiny_prepared, monkeypatch,
+                  port, max_trials=8, max_epochs=4)
+    history = read_csv(tmp_path / "results" / "cnn" / "trial_history.csv")
+    assert max(float(h["logging_seconds"]) for h in history) < LOGGING_BOUND_S
+    assert "waits for the store" in caplog.text
+
+
+def _search_while(action, check, servers, tmp_path, prepared, monkeypatch, port, **tune):
+    """A search logging to the server on ``port`` while ``action`` runs beside it;
+    ``check(best)`` while the servers still run; then every server in ``servers`` stopped."""
+    beside = threading.Thread(target=action, daemon=True)
+    beside.start()
+    try:
+        best = run_search(tmp_path, prepared, monkeypatch,
+                          tracking_uri=f"http://127.0.0.1:{port}", **tune)
+        beside.join(timeout=120)
+        check(best)
     finally:
         for server in servers:
             if server.poll() is None:
                 _stop(server)
-    history = read_csv(tmp_path / "results" / "cnn" / "trial_history.csv")
-    assert max(float(h["logging_seconds"]) for h in history) < LOGGING_BOUND_S
-    assert "waits for the store" in caplog.text
 
 
 def _check_nothing_lost(client, best, tmp_path, outage):
@@ -152,25 +154,16 @@ def test_a_store_down_when_the_search_starts_costs_seconds_and_loses_nothing(
     servers = []
 
     def start_once_training():
-        deadline = time.monotonic() + 240
-        while not list((tmp_path / "tuning").glob("cnn-*/trial_*")) and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
+        _wait_for_trials(tmp_path, 1)
         servers.append(_start_server(root, port))
 
-    late = threading.Thread(target=start_once_training, daemon=True)
-    late.start()
-    try:
-        best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=4, max_epochs=2,
-                          tracking_uri=f"http://127.0.0.1:{port}")
-        late.join(timeout=120)
+    def check(best):
         assert servers, "the server never started"
         _check_nothing_lost(MlflowClient(f"http://127.0.0.1:{port}"), best, tmp_path,
                             {"start": 0, "end": time.time()})
-    finally:
-        for server in servers:
-            if server.poll() is None:
-                _stop(server)
+
+    _search_while(start_once_training, check, servers, tmp_path, tiny_prepared, monkeypatch,
+                  port, max_trials=4, max_epochs=2)
     warned = [r for r in caplog.records if f"127.0.0.1:{port}" in r.getMessage()
               and "the search goes on" in r.getMessage()]
     assert warned, caplog.text

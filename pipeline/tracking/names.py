@@ -90,7 +90,7 @@ VERSION_HOLDOUT_ACCURACY = "holdout_accuracy"  # a retune's challenger, on the h
 VERSION_HYPERPARAMETERS = "hyperparameters"  # JSON: a retune's warm start
 VERSION_REGISTERED_BY = "registered_by"  # publish | retune
 VERSION_RUN = "run"  # the run the model was logged on
-VERSION_SOURCE_SHA256 = "source_sha256"  # SHA-256 of the trained .keras file it was made from
+VERSION_WEIGHTS_DIGEST = "weights_digest"  # of the trained model it was made from
 
 
 def registered_model(dataset: str, family: str) -> str:
