@@ -66,3 +66,45 @@ def test_replicates_of_another_configuration_are_refused(tmp_path):
     with pytest.raises(DataError, match="another configuration"):
         seed_models(tmp_path, "cnn", {"learning_rate": 0.2})
     assert seed_models(tmp_path, "fc", {}) == []  # no manifest: the tune stage's model only
+
+
+def _correct(only_first: int, only_second: int) -> tuple[np.ndarray, np.ndarray]:
+    both = 50  # images both get right: they do not enter the test
+    first = np.r_[np.ones(only_first + both), np.zeros(only_second)]
+    second = np.r_[np.zeros(only_first), np.ones(both + only_second)]
+    return first, second
+
+
+def test_mcnemar_log10_p_value_is_exact_where_the_p_value_underflows():
+    import math
+
+    from pipeline.stats import format_p, mcnemar_exact
+
+    for only_first, only_second in ((30, 70), (5, 40), (100, 3000), (412, 3611)):
+        result = mcnemar_exact(*_correct(only_first, only_second))
+        n, fewer = only_first + only_second, min(only_first, only_second)
+        # exact in Python's integers: 2 * sum C(n, k) for k <= fewer, over 2^n
+        exact = math.log10(2 * sum(math.comb(n, k) for k in range(fewer + 1))) \
+            - n * math.log10(2)
+        assert abs(result["log10_p_value"] - exact) < 1e-9, (only_first, only_second)
+        if result["p_value"] > 0:
+            assert abs(math.log10(result["p_value"]) - exact) < 1e-9
+        else:  # too small for a float: the report still gives its value
+            mantissa, exponent = format_p(0.0, exact)[len("p = "):].split("e")
+            assert abs(math.log10(float(mantissa)) + int(exponent) - exact) < 0.05
+    assert mcnemar_exact(*_correct(40, 40))["log10_p_value"] == 0.0
+    assert format_p(0.0) == "p < 1e-300"  # no logarithm known: the bound
+
+
+def test_bootstrap_interval_covers_the_accuracy_and_narrows_with_more_images():
+    from pipeline.stats import bootstrap_accuracy_ci
+
+    rng = np.random.default_rng(1)
+    small = (rng.random(500) < 0.8).astype(float)
+    large = (rng.random(10_000) < 0.8).astype(float)
+    low_s, high_s = bootstrap_accuracy_ci(small, 1000, seed=0)
+    low_l, high_l = bootstrap_accuracy_ci(large, 1000, seed=0)
+    assert low_s < small.mean() < high_s and low_l < large.mean() < high_l
+    assert high_l - low_l < (high_s - low_s) / 3  # about sqrt(20) narrower
+    assert bootstrap_accuracy_ci(small, 1000, seed=0) == (low_s, high_s)  # seeded
+    assert bootstrap_accuracy_ci(np.ones(100)) == (1.0, 1.0)
