@@ -331,15 +331,18 @@ def test_logging_failures_are_retried_or_skipped_and_never_stop_the_search(
         assert steps == [1]
 
 
-def test_a_tracking_uri_mlflow_refuses_turns_tracking_off(tmp_path, tiny_prepared,
-                                                           monkeypatch, caplog):
+def test_a_tracking_uri_mlflow_refuses_turns_tracking_off(tmp_path, caplog):
     """Not an outage but a store that can never work (a scheme MLflow does not know): one
-    warning, and the search runs untracked."""
-    best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=1, max_epochs=1,
-                      tracking_uri="nosuchscheme://127.0.0.1/store")
-    assert best["search_score"] > 0 and best["mlflow_parent_run"] is None
+    warning, and the search runs untracked (nothing spooled for a store that cannot come)."""
+    from pipeline.config import TrackingParams
+    from pipeline.tracking.search_runs import SearchRuns
+
+    spool = tmp_path / "spool.jsonl"
+    runs = SearchRuns.open(TrackingParams(uri="nosuchscheme://127.0.0.1/store"), spool)
+    assert runs.store is None and runs.start("key", "cnn-search", {}, {}) is None
     assert "tracking is off for this run" in caplog.text
-    assert not list((tmp_path / "tuning").rglob("mlflow-spool*.jsonl"))
+    assert "nosuchscheme://127.0.0.1/store" in caplog.text
+    assert not spool.exists()
 
 
 def test_tensorboard_logs_every_trial_with_kerastuners_hparams(tmp_path, tiny_prepared,
