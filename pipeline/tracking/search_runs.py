@@ -150,6 +150,7 @@ class SearchRuns:
         if status and self.parent:
             self.writer.submit("end_run", run=self.parent, status=status, end_ms=now_ms())
         left = self.writer.drain(self.drain_s)
+        self.writer.close()  # the spool has one writer at a time: the next run's
         if left:
             log.warning("MLflow: %d write(s) still wait for the store after %.0f s; they stay "
                         "in %s and go out when this search runs again", left, self.drain_s,

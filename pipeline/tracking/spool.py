@@ -54,6 +54,7 @@ class SpooledWriter:
         self.waiting_since: float | None = None  # monotonic time the store stopped answering
         self._pending: deque[dict] = deque()
         self._replayed: set[str] = set()  # keys whose creation may have reached the store
+        self._closed = False  # closed: the thread sends nothing more (the spool keeps it)
         self._seq = 0
         self._lock = threading.Condition()
         self._file_lock = threading.Lock()
@@ -100,19 +101,30 @@ class SpooledWriter:
         return self.run_ids.get(run)
 
     # --- the writer thread ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop sending: what is still queued stays in the spool, for the next writer on it
+        (two writers on one spool would send the same writes twice)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._pending:
+                while not self._pending and not self._closed:
                     self._lock.wait()
+                if self._closed:
+                    return
                 entry = self._pending[0]
-            self._apply_until_done(entry)
+            if not self._apply_until_done(entry):
+                return
             with self._lock:
                 self._pending.popleft()
                 self._append({"done": entry["seq"]})
                 self._lock.notify_all()
 
-    def _apply_until_done(self, entry: dict) -> None:
+    def _apply_until_done(self, entry: dict) -> bool:
+        """Apply one write, retrying while the store is away; False if closed meanwhile."""
         backoff, waited = self.first_backoff_s, False
         while True:
             try:
@@ -121,12 +133,14 @@ class SpooledWriter:
                 if waited:
                     log.info("MLflow: the store answers again; %d write(s) still queued",
                              len(self._pending) - 1)
-                return
+                return True
             except Exception as exc:
                 if not (isinstance(exc, TrackingError) and is_transient(exc)):
                     self.failures += 1
                     log.warning("MLflow: %s skipped: %s", entry["op"], _first_line(exc))
-                    return
+                    return True
+                if self._closed:
+                    return False
                 if not waited:
                     log.warning("MLflow: %s waits for the store (%s); training goes on and "
                                 "the writes queue up in %s", entry["op"], _first_line(exc),
