@@ -48,12 +48,41 @@ class RandomPadCrop(layers.Layer):
         return {**super().get_config(), "padding": self.padding, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="cifar_automl")
+class AlternatingFlip(layers.Layer):
+    """Horizontal flips that alternate per image instead of a coin toss per epoch (airbench):
+    each image changes side every epoch, and a bit of its own pixels (the parity of its top-left
+    4x4 patch's sum) says which side it starts on, so any two epochs in a row show it both
+    ways. The layer counts its training calls; ``steps_per_epoch`` turns that into the epoch."""
+
+    def __init__(self, steps_per_epoch: int, **kwargs):
+        super().__init__(**kwargs)
+        self.steps_per_epoch = max(int(steps_per_epoch), 1)
+        self.calls = self.add_weight(shape=(), initializer="zeros", dtype="int32",
+                                     trainable=False, name="training_calls")
+
+    def call(self, images, training=False):
+        if not training:
+            return images
+        epoch = self.calls // self.steps_per_epoch
+        self.calls.assign(self.calls + 1)
+        # pixels are whole numbers up to 255: exact in every float type, so the bit is stable
+        patch_sum = ops.sum(ops.cast(images[:, :4, :4, :], "int32"), axis=(1, 2, 3))
+        mirrored = ops.equal((patch_sum + epoch) % 2, 1)
+        return ops.where(mirrored[:, None, None, None], ops.flip(images, axis=2), images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "steps_per_epoch": self.steps_per_epoch}
+
 
 def describe(policy: AugmentationParams) -> str:
     """A short human-readable summary, e.g. 'flip, crop (pad 4)'."""
     parts = []
     if policy.flip:
-        parts.append("flip")
+        parts.append("alternating flip" if policy.alternate_flip else "flip")
     if policy.crop_padding:
         parts.append(f"crop (pad {policy.crop_padding})")
     if policy.rotation:
@@ -66,8 +95,10 @@ def describe(policy: AugmentationParams) -> str:
     return ", ".join(parts) or "none"
 
 
-def build_augmentation(policy: AugmentationParams, seed: int | None = None):
-    """A ``keras.Sequential`` applying the policy (identity when every part is off)."""
+def build_augmentation(policy: AugmentationParams, seed: int | None = None,
+                       steps_per_epoch: int = 1):
+    """A ``keras.Sequential`` applying the policy (identity when every part is off);
+    ``steps_per_epoch`` paces an alternating flip."""
     value_range = (0, 255)
 
     def next_seed():
@@ -75,7 +106,9 @@ def build_augmentation(policy: AugmentationParams, seed: int | None = None):
         return None if seed is None else seed + len(stack)
 
     stack = []
-    if policy.flip:
+    if policy.flip and policy.alternate_flip:
+        stack.append(AlternatingFlip(steps_per_epoch))
+    elif policy.flip:
         stack.append(layers.RandomFlip("horizontal", seed=next_seed()))
     if policy.crop_padding:
         stack.append(RandomPadCrop(policy.crop_padding, seed=next_seed()))

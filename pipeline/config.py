@@ -62,6 +62,9 @@ class AugmentationParams(Section):
     contrast: Probability = 0.0  # max relative change of contrast
     saturation: Probability = 0.0  # max relative change of saturation
     erasing: Probability = 0.0  # probability of erasing a random rectangle
+    # with flip: each image changes side every epoch (half start mirrored) instead of a coin
+    # toss per epoch, so every pair of epochs shows it both ways (airbench)
+    alternate_flip: bool = False
 
 
 class FamilyOverrides(Section):
@@ -126,6 +129,8 @@ class EvaluateParams(Section):
     batch_size: Annotated[int, Field(ge=1)] = 512
     # average each test image's prediction with its mirror image's (both families alike)
     flip_tta: bool = True
+    # also average over the views moved N pixels down-right and up-left (0: off)
+    translate_tta: Annotated[int, Field(ge=0, le=4)] = 0
 
 
 class RetuneParams(Section):

@@ -43,7 +43,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     metrics, timings, correct, seed_rows = {}, {}, {}, []
     for family in FAMILIES:
         model = load_model(models_dir / family / "best.keras")
-        result, predicted = _evaluate_model(model, x_test, y_test, e.batch_size, e.flip_tta)
+        result, predicted = _evaluate_model(model, x_test, y_test, e)
         correct[family] = predicted == y_test
         low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
         # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
@@ -93,7 +93,7 @@ def _seed_rows(family: str, first: dict, models_dir: Path, hyperparameters: dict
              "test_accuracy": first["test_accuracy"],
              "test_accuracy_single_view": first["test_accuracy_single_view"]}]
     for seed, path in seed_models(models_dir, family, hyperparameters):
-        result, _ = _evaluate_model(load_model(path), x_test, y_test, e.batch_size, e.flip_tta)
+        result, _ = _evaluate_model(load_model(path), x_test, y_test, e)
         rows.append({"family": family, "seed": seed, "test_accuracy": result["test_accuracy"],
                      "test_accuracy_single_view": result["test_accuracy_single_view"]})
     return rows
@@ -152,26 +152,29 @@ def load_model(path: Path):
     return keras.models.load_model(path)
 
 
-def _evaluate_model(model, x, y, batch_size: int, flip_tta: bool) -> tuple[dict, np.ndarray]:
-    """Test metrics of one model. With ``flip_tta`` the verdict's prediction averages the class
-    probabilities of each image and its mirror image (the same rule for every family); the
-    single-view accuracy (what the registered model returns) is reported beside it."""
-    from scipy.special import softmax
+def _evaluate_model(model, x, y, e) -> tuple[dict, np.ndarray]:
+    """Test metrics of one model. With ``flip_tta`` (and ``translate_tta``) the verdict's
+    prediction averages the class probabilities of each image's views (pipeline/tta.py; the
+    same rule for every family); the single-view accuracy (what the registered model returns)
+    is reported beside it."""
+    from pipeline import tta
 
+    batch_size = e.batch_size
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # warm-up (tracing)
     started = time.perf_counter()
-    probabilities = softmax(model.predict(x, batch_size=batch_size, verbose=0), axis=1)
+    single_view = tta.probabilities(model, x, batch_size)
     seconds = time.perf_counter() - started
-    single = np.argmax(probabilities, axis=1)
-    if flip_tta:
-        probabilities = (probabilities + softmax(model.predict(
-            x[:, :, ::-1], batch_size=batch_size, verbose=0), axis=1)) / 2
+    single = np.argmax(single_view, axis=1)
+    probabilities = single_view
+    if e.flip_tta or e.translate_tta:
+        probabilities = tta.probabilities(model, x, batch_size, e.flip_tta, e.translate_tta)
     predicted = np.argmax(probabilities, axis=1)
     loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)))
     return {
         "test_accuracy": round(float(np.mean(predicted == y)), 4),
         "test_accuracy_single_view": round(float(np.mean(single == y)), 4),
-        "flip_tta": flip_tta,
+        "flip_tta": e.flip_tta,
+        "translate_tta": e.translate_tta,
         "test_loss": round(float(loss), 4),
         "params": int(model.count_params()),
         "images_per_second": round(len(x) / seconds, 1),

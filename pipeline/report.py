@@ -235,9 +235,12 @@ def _budget_rule(per_family, cnn_metrics) -> str:
     parts = [f"{'CNN' if f == 'cnn' else FAMILY_LABELS[f].lower()}: "
              f"{final.get('epochs_wanted', '?')} epochs or {final.get('budget_minutes', 0):g} min"
              for f, final in finals.items()]
-    tta = (" Test predictions average each image with its mirror image (flip test-time "
+    views = [v for v, on in (("its mirror image", cnn_metrics.get("flip_tta")),
+                             (f"copies moved {cnn_metrics.get('translate_tta')} pixel(s)",
+                              cnn_metrics.get("translate_tta"))) if on]
+    tta = (f" Test predictions average each image with {' and '.join(views)} (test-time "
            "augmentation) for both families; the single-view row is what the registered model "
-           "returns.") if cnn_metrics.get("flip_tta") else ""
+           "returns.") if views else ""
     return ("**Budget rule.** Both families go through the same procedure: a search on the "
             "validation split whose trials are capped at the final training's time per image, "
             "then a final training of the winner on the whole training split for a set number "

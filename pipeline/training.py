@@ -34,6 +34,9 @@ RECIPE_DEFAULTS = {
     # by (1 - learning_rate_now * weight_decay); biases and batch-norm scales/offsets are left out
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,  # share of the target spread evenly over the classes
+    # 0: off; m: the model ends (and is validated) with an exponential moving average of its
+    # weights, each step average = m * average + (1 - m) * weights (Polyak averaging)
+    "ema_momentum": 0.0,
 }
 AUGMENTATION_HPS = {  # hyperparameter name -> field of AugmentationParams
     "aug_flip": "flip", "aug_crop": "crop_padding", "aug_rotation": "rotation",
@@ -82,17 +85,19 @@ def make_optimizer(cfg: dict):
     lr = cfg["learning_rate"] * schedule_factor(cfg["schedule"], 0.0,
                                                 cfg.get("warmup_fraction", 0.2))
     decay = cfg["weight_decay"] or None
+    ema = cfg.get("ema_momentum", 0.0)
+    averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}
     name = cfg["optimizer"]
     if name in ("sgd", "momentum", "nesterov"):
         momentum = 0.0 if name == "sgd" else cfg["momentum"]
         optimizer = keras.optimizers.SGD(lr, momentum=momentum, nesterov=name == "nesterov",
-                                         weight_decay=decay)
+                                         weight_decay=decay, **averaging)
     elif name == "adam":
-        optimizer = keras.optimizers.Adam(lr, weight_decay=decay)
+        optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **averaging)
     elif name == "adamw":
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=decay or 0.0)
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=decay or 0.0, **averaging)
     elif name == "rmsprop":
-        optimizer = keras.optimizers.RMSprop(lr, weight_decay=decay)
+        optimizer = keras.optimizers.RMSprop(lr, weight_decay=decay, **averaging)
     else:
         raise ValueError(f"unknown optimizer {name!r}")
     if decay:
@@ -129,6 +134,26 @@ def compile_model(model, cfg: dict):
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+class SwapAveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras's swap of the averaged weights into the model at each epoch's end, so validation,
+    early stopping's best weights and KerasTuner's checkpoints all see the average. Keras keeps
+    the average at the end only when a run reaches its last planned epoch; a run its budget
+    ends sooner keeps it too."""
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training and epoch != self.params["epochs"] - 1:
+            self._finalize_ema_values()
+
+
+def averaging_callbacks(cfg: dict) -> list:
+    """The callbacks weight averaging needs; they must come before early stopping's."""
+    return [SwapAveragedWeights()] if cfg.get("ema_momentum") else []
 
 
 def current_learning_rate(model) -> float:

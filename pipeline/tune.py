@@ -160,13 +160,17 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
 
 def load_search_data(t: TuneParams, family: str, space_file: Path,
                      data_dir: Path) -> SearchData:
+    from pipeline.models.whitening import patch_covariance
     from pipeline.search.hypermodel import known_hyperparameters
 
     space = load_space(space_file, family=family, known=known_hyperparameters(family))
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
     x_val, y_val = (np.asarray(a) for a in store.load_split(data_dir, "val"))
     subset = None if t.profile == "gpu" else t.search_train_per_class
-    return SearchData(store.load_meta(data_dir), x_train, y_train, x_val, y_val,
+    meta = store.load_meta(data_dir)
+    # a whitening stem (a CNN option) is computed from the training images' patches
+    meta["patch_covariance"] = patch_covariance(x_train, meta)
+    return SearchData(meta, x_train, y_train, x_val, y_val,
                       per_class_subset(y_train, subset, t.seed), space)
 
 

@@ -20,16 +20,33 @@ def half_image_model():
 
 
 def test_flip_tta_averages_an_image_with_its_mirror():
+    from pipeline.config import EvaluateParams
+
     images = np.zeros((4, 32, 32, 3), "uint8")
     images[:, :, :16] = 1  # bright left half: the single view says class 0 ...
     labels = np.ones(4, "int64")  # ... its mirror says class 1, more confidently
     model = half_image_model()
-    with_tta, predicted = _evaluate_model(model, images, labels, 2, flip_tta=True)
+    with_tta, predicted = _evaluate_model(model, images, labels,
+                                          EvaluateParams(batch_size=2, flip_tta=True))
     assert with_tta["test_accuracy"] == 1.0 and with_tta["test_accuracy_single_view"] == 0.0
     assert list(predicted) == [1, 1, 1, 1] and with_tta["flip_tta"] is True
-    single, predicted = _evaluate_model(model, images, labels, 2, flip_tta=False)
+    single, predicted = _evaluate_model(model, images, labels,
+                                        EvaluateParams(batch_size=2, flip_tta=False))
     assert single["test_accuracy"] == single["test_accuracy_single_view"] == 0.0
     assert list(predicted) == [0, 0, 0, 0]
+
+
+def test_translated_views_move_the_content_and_keep_the_image_size():
+    from pipeline.tta import views
+
+    images = np.zeros((1, 32, 32, 3), "uint8")
+    images[0, 10, 20] = 255  # one bright pixel
+    out = views(images, flip=True, translate=1)
+    assert len(out) == 6 and all(v.shape == images.shape for v in out)
+    spots = [tuple(int(i) for i in np.argwhere(v[0, :, :, 0] == 255)[0]) for v in out]
+    # original, mirror, then each moved down-right and up-left by one pixel
+    assert spots == [(10, 20), (10, 11), (11, 21), (9, 19), (11, 12), (9, 10)]
+    assert len(views(images, flip=False, translate=0)) == 1
 
 
 def test_seed_spread_and_the_gap_against_it():

@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from pipeline.models.stem import input_stem
+from pipeline.models.whitening import whitening_kernel
 
 CNN_DEFAULTS = {
     "stages": 3,
@@ -28,6 +29,9 @@ CNN_DEFAULTS = {
     "head": "global_max",  # flatten | global_avg | global_max
     "dense_units": 0,  # 0: straight to the classifier
     "logit_scale": 0.125,  # keeps the first losses small at high learning rates
+    # a frozen 2x2 patch-whitening layer (pipeline/models/whitening.py) as the stem conv;
+    # needs meta["patch_covariance"] (the search adds it from its training images)
+    "whitening": False,
 }
 
 
@@ -43,7 +47,17 @@ def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
     if cfg["block_stages"] not in ("all", "ends"):  # a trial with it fails, naming the value
         raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
     inputs, x = input_stem(meta, policy, seed)
-    x = _conv(x, cfg["base_filters"], cfg, "stem")
+    whiten = None
+    if cfg["whitening"]:
+        if "patch_covariance" not in meta:
+            raise ValueError("whitening needs the training patches' covariance "
+                             "(meta['patch_covariance'])")
+        kernel = whitening_kernel(meta["patch_covariance"])
+        whiten = layers.Conv2D(kernel.shape[-1], 2, padding="valid", use_bias=False,
+                               trainable=False, name="stem_whiten")
+        x = layers.Activation(cfg["activation"], name="stem_act")(whiten(x))
+    else:
+        x = _conv(x, cfg["base_filters"], cfg, "stem")
     for stage in range(cfg["stages"]):
         width = int(round(cfg["base_filters"] * cfg["filter_growth"] ** (stage + 1)))
         x = _conv(x, width, cfg, f"s{stage + 1}_in")
@@ -70,4 +84,7 @@ def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
     x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     if cfg["logit_scale"] != 1:
         x = layers.Rescaling(cfg["logit_scale"], dtype="float32", name="logit_scale")(x)
-    return keras.Model(inputs, x, name="cnn")
+    model = keras.Model(inputs, x, name="cnn")
+    if whiten is not None:
+        whiten.set_weights([kernel])
+    return model

@@ -14,6 +14,7 @@ from pipeline.training import (
     AUGMENTATION_HPS,
     RECIPE_DEFAULTS,
     augmentation_policy,
+    averaging_callbacks,
     budget_schedule,
     compile_model,
 )
@@ -61,8 +62,9 @@ class FamilyHyperModel(kt.HyperModel):
 
     def build(self, hp):
         cfg = self.config(hp)
-        model = self.builder(cfg, self.meta["num_classes"], self.meta,
-                             augmentation_policy(cfg), seed=self.seed)
+        meta = {**self.meta, "train_steps_per_epoch": math.ceil(self.n_train / cfg["batch_size"])}
+        model = self.builder(cfg, self.meta["num_classes"], meta, augmentation_policy(cfg),
+                             seed=self.seed)
         return compile_model(model, cfg)
 
     def fit(self, hp, model, *args, epochs: int = 1, seconds: float | None = None,
@@ -76,4 +78,5 @@ class FamilyHyperModel(kt.HyperModel):
         steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
         self.last_schedule = budget_schedule(cfg, steps, seconds)
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
-                         callbacks=[*callbacks, self.last_schedule], **kwargs)
+                         callbacks=[*averaging_callbacks(cfg), *callbacks, self.last_schedule],
+                         **kwargs)
