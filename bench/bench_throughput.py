@@ -92,12 +92,32 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) ->
     model.predict(x, batch_size=batch_size, verbose=0)
     predict_s = time.perf_counter() - started
     fit_rate, bare_rate = len(x) / fit_s, bare_images / bare_s
+    flops = forward_flops(model)
     return {"family": family, "batch_size": batch_size, "params": model.count_params(),
+            "forward_mflop_per_image": round(flops / 1e6, 1),
+            "train_gflop_per_s": round(3 * flops * fit_rate / 1e9, 1),
             "train_images_per_s": round(fit_rate, 1),
             "bare_step_images_per_s": round(bare_rate, 1),
             "feed_ratio": round(fit_rate / bare_rate, 3),
             "predict_images_per_s": round(len(x) / predict_s, 1),
             "epoch_seconds": [round(t, 2) for t in times]}
+
+
+def forward_flops(model) -> int:
+    """Multiply-adds x 2 of one image's forward pass through the convolutions and dense
+    layers (what dominates; normalisation and pooling left out). A training step costs about
+    three times this (forward, and the two halves of the backward pass)."""
+    import keras
+
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels_out = layer.output.shape
+            k_h, k_w = layer.kernel_size
+            total += 2 * height * width * k_h * k_w * layer.input.shape[-1] * channels_out
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
 
 
 def bare_steps(model, x_batch, y_batch, steps: int) -> tuple[float, int]:
@@ -149,8 +169,8 @@ def main(argv=None) -> int:
     print(f"backend {keras.backend.backend()}, {device}, {len(x)} images, precision {policy}, "
           f"{overrides or 'family defaults'}", flush=True)
     print("| family | batch | parameters | fit images/s | bare step images/s | feed ratio "
-          "| predict images/s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| predict images/s | training GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     results = []
     for family in args.families:
         for batch_size in args.batch_sizes:
@@ -158,7 +178,8 @@ def main(argv=None) -> int:
             results.append(row)
             print(f"| {family} | {batch_size} | {row['params']:,} | "
                   f"{row['train_images_per_s']:,.0f} | {row['bare_step_images_per_s']:,.0f} | "
-                  f"{row['feed_ratio']:.2f} | {row['predict_images_per_s']:,.0f} |", flush=True)
+                  f"{row['feed_ratio']:.2f} | {row['predict_images_per_s']:,.0f} | "
+                  f"{row['train_gflop_per_s']:.0f} |", flush=True)
     if args.out:
         args.out.write_text(json.dumps({"backend": keras.backend.backend(), "device": device,
                                         "precision": policy, "overrides": overrides,

@@ -50,7 +50,9 @@ def _train_seeds(params: Params, family: str, space_file: Path, data_dir: Path, 
 
     t = params.tune.for_family(family)
     data = load_search_data(t, family, space_file, data_dir)
-    _, parallel = configure_devices(t)
+    # the seeds train in the precision the tune stage's final training used
+    _, parallel = configure_devices(t, family, data, params.augmentation,
+                                    policy=best.get("precision"))
     strategy = parallel.get("distribution_strategy")
     hp = kt.HyperParameters()
     hp.values.update(best["hyperparameters"])  # declaring the space keeps preset values

@@ -106,7 +106,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     if is_worker:
         distributed.wait_for_chief(role, role.wait_s)
     data = load_search_data(t, family, space_file, data_dir)
-    precision, parallel = configure_devices(t)
+    precision, parallel = configure_devices(t, family, data, params.augmentation)
 
     search_key = _search_key(family, space_file, t, data.data_hash, params.augmentation,
                              run_tags)
@@ -152,7 +152,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
             "search_score": best_trial.score,
             "hyperparameters": {k: _plain(v) for k, v in
                                 hypermodel.config(best_trial.hyperparameters).items()},
-            "final": final, "mlflow_parent_run": runs.parent_id}
+            "final": final, "precision": precision, "mlflow_parent_run": runs.parent_id}
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")
     return best
@@ -174,19 +174,40 @@ def load_search_data(t: TuneParams, family: str, space_file: Path,
                       per_class_subset(y_train, subset, t.seed), space)
 
 
-def configure_devices(t: TuneParams) -> tuple[str, dict]:
-    """The global seed, the precision policy of the profile and data parallelism (the tuner's
-    keyword arguments); returns the precision policy's name too."""
+def configure_devices(t: TuneParams, family: str, data: SearchData, augmentation,
+                      policy: str | None = None) -> tuple[str, dict]:
+    """The global seed, the precision policy (``policy``, else tune.precision: named or
+    measured, pipeline/precision.py) and data parallelism (the tuner's keyword arguments);
+    returns the precision policy's name too."""
     import keras
 
     from pipeline import devices
+    from pipeline import precision as precisions
 
     keras.utils.set_random_seed(t.seed)
     if t.deterministic:
         _enable_op_determinism()
+    if policy is None:
+        policy, _ = precisions.resolve(t.precision, t.profile, t.deterministic,
+                                       *_calibration_inputs(family, data, augmentation))
     # mixed_float16 gets a loss scale: Keras adds it when compiling under that policy
-    keras.mixed_precision.set_global_policy(devices.precision_policy(t.profile))
+    keras.mixed_precision.set_global_policy(policy)
+    keras.utils.set_random_seed(t.seed)  # the calibration's models drew from the seed
     return keras.mixed_precision.global_policy().name, devices.data_parallel(t.data_parallel)
+
+
+def _calibration_inputs(family: str, data: SearchData, augmentation):
+    """What a precision calibration times: the family's default configuration (the space's
+    defaults) on one batch of training images."""
+    import keras_tuner as kt
+
+    from pipeline.search.hypermodel import FamilyHyperModel
+
+    hypermodel = FamilyHyperModel(family, data.space, data.meta, augmentation,
+                                  n_train=len(data.y_train))
+    batch = hypermodel.config(kt.HyperParameters())["batch_size"]
+    return (lambda: hypermodel.build(kt.HyperParameters()), data.x_train[:batch],
+            data.y_train[:batch])
 
 
 def _enable_op_determinism() -> None:

@@ -1,0 +1,71 @@
+"""The Keras dtype policy a search trains in: asked for by name, or ``auto``, measured.
+
+``auto`` on a GPU follows the profile (pipeline/devices.py: bfloat16 on GPUs with bfloat16
+units under the gpu profile). On a CPU it times a few training steps of the family's default
+model in float32 and in mixed bfloat16, interleaved, and takes bfloat16 only when it is at
+least ``SPEEDUP_NEEDED`` times faster: some CPUs have bfloat16 units (AVX512_BF16, AMX) and
+many do not, and oneDNN's speed differs by layer type. That bfloat16 trains to the same
+accuracy was measured once, on validation (bench/README.md, "Recipe ablation"), not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("float32", "mixed_bfloat16")
+SPEEDUP_NEEDED = 1.15
+
+
+def resolve(requested: str, profile: str, deterministic: bool, build, x, y) -> tuple[str, dict]:
+    """The policy to train in and the measurement behind it ({} when nothing was timed).
+    ``build()`` returns a compiled model under the current global policy."""
+    from pipeline import devices
+
+    if requested != "auto":
+        return requested, {}
+    if devices.gpu_capability() is not None or deterministic:
+        # a timing must not decide a deterministic run
+        return devices.precision_policy(profile), {}
+    rates = calibrate(build, x, y)
+    chosen = choose(rates)
+    log.info("precision auto on this CPU: %s (training images/s: %s)", chosen,
+             ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    return chosen, rates
+
+
+def choose(rates: dict[str, float]) -> str:
+    """bfloat16 only when it clears the speed-up needed; float32 otherwise."""
+    if rates.get("mixed_bfloat16", 0.0) >= SPEEDUP_NEEDED * rates["float32"]:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def calibrate(build, x, y, steps: int = 4, rounds: int = 2) -> dict[str, float]:
+    """Training images/s of ``build()``'s model on the batch (x, y) under each candidate
+    policy: the best of ``rounds`` interleaved timings of ``steps`` steps after two warm-up
+    steps (tracing). Leaves the global policy as it found it."""
+    import keras
+
+    before = keras.mixed_precision.global_policy().name
+    xb, yb = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
+    models, best = {}, dict.fromkeys(CANDIDATES, 0.0)
+    try:
+        for _ in range(rounds):
+            for policy in CANDIDATES:
+                # built and traced under its own policy: the graph Keras traces reads it
+                keras.mixed_precision.set_global_policy(policy)
+                if policy not in models:
+                    models[policy] = build()
+                    for _ in range(2):
+                        models[policy].train_on_batch(xb, yb)
+                started = time.perf_counter()
+                for _ in range(steps):
+                    models[policy].train_on_batch(xb, yb)  # returns host numbers: finished
+                rate = steps * len(x) / (time.perf_counter() - started)
+                best[policy] = max(best[policy], rate)
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    return {k: round(v, 1) for k, v in best.items()}
