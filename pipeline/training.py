@@ -42,6 +42,7 @@ AUGMENTATION_HPS = {  # hyperparameter name -> field of AugmentationParams
     "aug_flip": "flip", "aug_crop": "crop_padding", "aug_rotation": "rotation",
     "aug_brightness": "brightness", "aug_contrast": "contrast",
     "aug_saturation": "saturation", "aug_erasing": "erasing",
+    "aug_alternate_flip": "alternate_flip",
 }
 NO_DECAY = ["bias", "gamma", "beta"]  # variable names excluded from weight decay
 

@@ -90,6 +90,17 @@ def test_alternating_flip_shows_every_image_both_ways_in_two_epochs():
     np.testing.assert_array_equal(np.asarray(layer(batch, training=False)), batch)
 
 
+def test_alternating_flip_is_a_hyperparameter_the_model_is_built_with():
+    x, y = images(64)
+    for alternate, layer in ((False, "RandomFlip"), (True, "AlternatingFlip")):
+        model = fc_hypermodel(len(y), aug_alternate_flip=alternate, aug_flip=True).build(
+            kt.HyperParameters())
+        kinds = [type(k).__name__ for k in model.get_layer("augmentation").layers]
+        assert kinds == [layer]
+    # paced by the hypermodel's epoch: 64 images at batch 16
+    assert model.get_layer("augmentation").layers[0].steps_per_epoch == 4
+
+
 def test_alternating_flip_holds_its_side_within_an_epoch():
     x, _ = images(8)
     batch = x.astype("float32")
