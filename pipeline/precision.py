@@ -29,7 +29,12 @@ def resolve(requested: str, profile: str, deterministic: bool, build, x, y) -> t
     if devices.gpu_capability() is not None or deterministic:
         # a timing must not decide a deterministic run
         return devices.precision_policy(profile), {}
-    rates = calibrate(build, x, y)
+    try:
+        rates = calibrate(build, x, y)
+    except Exception as exc:  # noqa: BLE001 - the search reports a configuration's error itself
+        log.warning("precision auto: the timing failed (%s); training in float32",
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return "float32", {}
     chosen = choose(rates)
     log.info("precision auto on this CPU: %s (training images/s: %s)", chosen,
              ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))

@@ -161,6 +161,15 @@ def test_precision_named_or_deterministic_is_not_timed():
     assert precision.resolve("auto", "laptop", True, fail, None, None) == ("float32", {})
 
 
+def test_precision_timing_that_fails_leaves_float32_and_the_error_to_the_search(caplog):
+    def broken():
+        raise ValueError("kernel_size must be positive")
+
+    x, y = images(4)
+    assert precision.resolve("auto", "laptop", False, broken, x, y) == ("float32", {})
+    assert "kernel_size must be positive" in caplog.text
+
+
 def test_precision_calibration_times_both_policies_and_restores_the_policy():
     x, y = images(32)
     hypermodel = fc_hypermodel(len(y))

@@ -48,7 +48,7 @@ def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
         raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
     inputs, x = input_stem(meta, policy, seed)
     whiten = None
-    if cfg["whitening"]:
+    if cfg.get("whitening"):  # configurations saved before it existed lack the key
         if "patch_covariance" not in meta:
             raise ValueError("whitening needs the training patches' covariance "
                              "(meta['patch_covariance'])")
