@@ -205,7 +205,8 @@ def _calibration_inputs(family: str, data: SearchData, augmentation):
 
     hypermodel = FamilyHyperModel(family, data.space, data.meta, augmentation,
                                   n_train=len(data.y_train))
-    batch = hypermodel.config(kt.HyperParameters())["batch_size"]
+    # at most 128 images a step: the ratio is what decides, and a slow policy's steps are long
+    batch = min(hypermodel.config(kt.HyperParameters())["batch_size"], 128)
     return (lambda: hypermodel.build(kt.HyperParameters()), data.x_train[:batch],
             data.y_train[:batch])
 

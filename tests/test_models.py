@@ -60,9 +60,16 @@ def test_fc_has_no_convolution():
     assert model.output_shape == (None, 100)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"])
-def test_every_optimizer_builds(optimizer):
-    assert make_optimizer({**RECIPE_DEFAULTS, "optimizer": optimizer}) is not None
+@pytest.mark.parametrize("optimizer, kind, momentum, nesterov", [
+    ("sgd", "SGD", 0.0, False), ("momentum", "SGD", 0.9, False), ("nesterov", "SGD", 0.9, True),
+    ("adam", "Adam", None, None), ("adamw", "AdamW", None, None),
+    ("rmsprop", "RMSprop", None, None)])
+def test_every_optimizer_builds_what_its_name_says(optimizer, kind, momentum, nesterov):
+    built = make_optimizer({**RECIPE_DEFAULTS, "optimizer": optimizer})
+    assert type(built).__name__ == kind
+    assert built.weight_decay == pytest.approx(RECIPE_DEFAULTS["weight_decay"])
+    if momentum is not None:
+        assert built.momentum == pytest.approx(momentum) and built.nesterov is nesterov
 
 
 def test_default_cnn_is_the_resnet9_layout_and_all_blocks_add_the_middle_one():

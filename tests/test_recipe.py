@@ -180,7 +180,7 @@ def test_precision_calibration_times_both_policies_and_restores_the_policy():
         built.append(keras.mixed_precision.global_policy().name)
         return hypermodel.build(kt.HyperParameters())
 
-    rates = precision.calibrate(build, x, y, steps=2, rounds=1)
+    rates = precision.calibrate(build, x, y, steps=2, rounds=2, clear_ratio=1e9)
     assert built == list(precision.CANDIDATES)
     assert set(rates) == set(precision.CANDIDATES) and all(v > 0 for v in rates.values())
     assert keras.mixed_precision.global_policy().name == before
