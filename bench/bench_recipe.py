@@ -88,7 +88,7 @@ def train(arm: str, seed: int, data: dict, epochs: int) -> dict:
     seconds = time.perf_counter() - started
     xv, yv = data["xv"], data["yv"]
     # views: original, mirror, then the translations of both (pipeline/tta.py's order)
-    p = [tta.probabilities(model, view, 500) for view in tta.views(xv, True, 1)]
+    p = tta.view_probabilities(model, xv, 500, flip=True, translate=1)
     combos = {"single": p[:1], "flip": p[:2], "flip_translate": p}
     scores = {name: float(np.mean(np.argmax(sum(ps), axis=1) == yv))
               for name, ps in combos.items()}

@@ -165,9 +165,10 @@ def _evaluate_model(model, x, y, e) -> tuple[dict, np.ndarray]:
     single_view = tta.probabilities(model, x, batch_size)
     seconds = time.perf_counter() - started
     single = np.argmax(single_view, axis=1)
-    probabilities = single_view
-    if e.flip_tta or e.translate_tta:
-        probabilities = tta.probabilities(model, x, batch_size, e.flip_tta, e.translate_tta)
+    # the other views only: the image itself is already predicted
+    others = tta.views(x, e.flip_tta, e.translate_tta)[1:]
+    probabilities = np.mean([single_view] + [tta.probabilities(model, view, batch_size)
+                                             for view in others], axis=0)
     predicted = np.argmax(probabilities, axis=1)
     loss = -np.mean(np.log(np.clip(probabilities[np.arange(len(y)), y], 1e-12, 1.0)))
     return {

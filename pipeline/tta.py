@@ -21,14 +21,16 @@ def views(images: np.ndarray, flip: bool, translate: int) -> list[np.ndarray]:
     return out
 
 
+def view_probabilities(model, images: np.ndarray, batch_size: int, flip: bool = False,
+                       translate: int = 0) -> list[np.ndarray]:
+    """The softmax of each view, in ``views``' order (the first is the image itself)."""
+    from scipy.special import softmax
+
+    return [softmax(model.predict(view, batch_size=batch_size, verbose=0), axis=1)
+            for view in views(images, flip, translate)]
+
+
 def probabilities(model, images: np.ndarray, batch_size: int, flip: bool = False,
                   translate: int = 0) -> np.ndarray:
     """The mean softmax over the views (one view: the model's own prediction)."""
-    from scipy.special import softmax
-
-    total = None
-    all_views = views(images, flip, translate)
-    for view in all_views:
-        p = softmax(model.predict(view, batch_size=batch_size, verbose=0), axis=1)
-        total = p if total is None else total + p
-    return total / len(all_views)
+    return np.mean(view_probabilities(model, images, batch_size, flip, translate), axis=0)
