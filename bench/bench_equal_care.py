@@ -13,9 +13,9 @@ average. Between two settings that pass, the higher mean wins.
 Phase ``verdict`` (test split, the project's verdict): per seed, the FC as selected under
 equal epochs (12), the CNN's space defaults for ``--cnn-epochs`` epochs (what its 14-minute
 cap buys on this machine), and the FC with the CNN's augmentation trained for the CNN's
-measured training seconds (equal time; converted to epochs at the FC's own measured seconds
-per epoch in the same seed's equal-epochs run). Budgets are counted in steps, so a busy
-machine changes the times but not what is trained.
+training time (equal time), converted to FC epochs by the two families' seconds per epoch,
+timed alone and interleaved when the phase starts (``calibrate``). Budgets are counted in
+steps, so a busy machine later changes the times but not what is trained.
 
     python bench/bench_equal_care.py select --seeds 2
     python bench/bench_equal_care.py verdict --seeds 3
@@ -99,11 +99,39 @@ def train(family: str, overrides: dict, seed: int, data: dict, epochs: int) -> d
             "images_seen": epochs * len(y), **scores}
 
 
+def calibrate(data: dict, overrides: dict, rounds: int = 2, steps: int = 40) -> dict:
+    """Seconds per full training epoch of the CNN's defaults and of the FC (``overrides``),
+    timed on ``steps`` batches after a warm-up, interleaved, the best of ``rounds``."""
+    import keras
+    import keras_tuner as kt
+
+    from pipeline.config import AugmentationParams
+    from pipeline.search.hypermodel import FamilyHyperModel
+    from pipeline.spaces import load_space
+
+    x, y = data["train"]
+    best = {}
+    for _ in range(rounds):
+        for family, values in (("cnn", {}), ("fc", overrides)):
+            keras.backend.clear_session()
+            space = load_space(ROOT / "search_spaces" / f"{family}.yaml", family)
+            hypermodel = FamilyHyperModel(family, space, data["meta"], AugmentationParams(),
+                                          n_train=len(y), seed=0)
+            hp = kt.HyperParameters()
+            hp.values.update(values)
+            model = hypermodel.build(hp)
+            batch = hypermodel.config(hp)["batch_size"]
+            hypermodel.fit(hp, model, x[:10 * batch], y[:10 * batch], verbose=0)  # warm-up
+            started = time.perf_counter()
+            hypermodel.fit(hp, model, x[:steps * batch], y[:steps * batch], verbose=0)
+            per_epoch = (time.perf_counter() - started) / steps * len(y) / batch
+            best[family] = min(best.get(family, per_epoch), per_epoch)
+    return {f: round(v, 2) for f, v in best.items()}
+
+
 def run_plan(plan: list[tuple[str, dict]], data: dict, out: Path, rows: list[dict]) -> None:
     started = time.monotonic()
     for index, (arm, spec) in enumerate(plan, 1):
-        if callable(spec):
-            spec = spec(rows)
         row = {"arm": arm, **train(spec["family"], spec["overrides"], spec["seed"], data,
                                    spec["epochs"])}
         rows.append(row)
@@ -147,8 +175,11 @@ def select(rows: list[dict], margin: float) -> dict:
     return {"overrides": chosen, "decided_on": "validation (flip TTA)", "why": lines}
 
 
-def verdict_plan(args, selection: dict) -> list[tuple[str, object]]:
+def verdict_plan(args, selection: dict, rates: dict) -> list[tuple[str, dict]]:
+    """Per seed: FC at equal epochs, CNN, FC at the CNN's time (its epochs in FC epochs at the
+    calibrated rates) with the CNN's augmentation."""
     cnn_aug = {k: v for k, v in space_defaults("cnn").items() if k in CNN_AUGMENTATION}
+    fc_equal_time_epochs = round(args.cnn_epochs * rates["cnn"] / rates["fc"])
     plan = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         fc = {"family": "fc", "overrides": selection["overrides"], "seed": seed,
@@ -156,14 +187,9 @@ def verdict_plan(args, selection: dict) -> list[tuple[str, object]]:
         plan.append(("fc_equal_epochs", fc))
         plan.append(("cnn", {"family": "cnn", "overrides": {}, "seed": seed,
                              "epochs": args.cnn_epochs}))
-
-        def equal_time(rows, seed=seed):
-            cnn = next(r for r in rows if r["arm"] == "cnn" and r["seed"] == seed)
-            fc_rate = next(r for r in rows if r["arm"] == "fc_equal_epochs"
-                           and r["seed"] == seed)["seconds_per_epoch"]
-            return {"family": "fc", "seed": seed, "epochs": round(cnn["train_seconds"] / fc_rate),
-                    "overrides": {**selection["overrides"], **cnn_aug}}
-        plan.append(("fc_equal_time", equal_time))
+        plan.append(("fc_equal_time", {"family": "fc", "seed": seed,
+                                       "epochs": fc_equal_time_epochs,
+                                       "overrides": {**selection["overrides"], **cnn_aug}}))
     return plan
 
 
@@ -192,8 +218,9 @@ def summarise(rows: list[dict]) -> list[str]:
         cnn, fc = col("cnn", "test_flip"), col(fc_arm, "test_flip")
         if len(cnn) > 1 and len(fc) > 1:
             welch = stats.ttest_ind(cnn, fc, equal_var=False)
-            lines.append(f"\nCNN - {fc_arm}: {100 * (statistics.mean(cnn) - statistics.mean(fc)):+.2f}"
-                         f" points (test, flip TTA), Welch's t over seeds p = {welch.pvalue:.2g}")
+            gap = 100 * (statistics.mean(cnn) - statistics.mean(fc))
+            lines.append(f"\nCNN - {fc_arm}: {gap:+.2f} points (test, flip TTA), Welch's t "
+                         f"over seeds p = {welch.pvalue:.2g}")
     return lines
 
 
@@ -238,10 +265,14 @@ def main(argv=None) -> int:
         rows = [{**r, "arm": "fc_equal_epochs"} for r in json.loads(select_file.read_text())
                 if r["overrides"] == selection["overrides"] and r["epochs"] == args.fc_epochs]
     done = {(r["arm"], r["seed"]) for r in rows}
-    plan = [(arm, spec) for arm, spec in verdict_plan(args, selection)
-            if callable(spec) or (arm, spec["seed"]) not in done]
-    plan = [(arm, spec) for arm, spec in plan if not callable(spec)
-            or (arm, spec.__defaults__[0]) not in done]
+    rates_file = args.out / "rates.json"
+    if not rates_file.is_file():  # timed once, alone: a resumed run keeps the same conversion
+        crop = {k: v for k, v in space_defaults("cnn").items() if k in CNN_AUGMENTATION}
+        rates_file.write_text(json.dumps(calibrate(data, {**selection["overrides"], **crop})))
+    rates = json.loads(rates_file.read_text())
+    print(f"seconds per epoch, timed alone: {rates}", flush=True)
+    plan = [(arm, spec) for arm, spec in verdict_plan(args, selection, rates)
+            if (arm, spec["seed"]) not in done]
     run_plan(plan, data, verdict_file, rows)
     print("\n".join(summarise(rows)))
     return 0

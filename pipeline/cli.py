@@ -58,6 +58,18 @@ def _cmd_replicate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_equal_time(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+    from pipeline.equal_time import run_equal_time
+    from pipeline.families import FAMILIES
+
+    params = load_params(args.params)
+    space = Path(args.space or FAMILIES["fc"].space_file(params.tune.space_dir))
+    run_equal_time(params, Path(args.params), space, Path(args.data),
+                   Path(args.results) / "cnn", Path(args.tuning_dir), Path(args.out))
+    return EXIT_OK
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
 
@@ -65,7 +77,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipeline.evaluate import run_evaluate  # imports Keras
 
     run_evaluate(params, Path(args.data), Path(args.models), Path(args.results),
-                 Path(args.metrics), Path(args.timings))
+                 Path(args.metrics), Path(args.timings), Path(args.equal_time))
     return EXIT_OK
 
 
@@ -277,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     replicate.add_argument("--space", help="search space file (TUNE.SPACE_DIR/FAMILY.yaml)")
     replicate.set_defaults(handler=_cmd_replicate)
 
+    equal_time = commands.add_parser(
+        "equal-time", help="the FC searched and trained for the CNN's measured minutes",
+        description="With equal_time.run on: the FC's search gets the CNN's measured search "
+                    "minutes, its final training the CNN's final-training minutes, with the "
+                    "CNN's augmentation (the equal-time rule); off: writes a status saying so.",
+    )
+    equal_time.add_argument("--space", help="the FC's search space (TUNE.SPACE_DIR/fc.yaml)")
+    equal_time.add_argument("--tuning-dir", default="tuning/fc_equal_time",
+                            help="KerasTuner's project folder (%(default)s)")
+    equal_time.add_argument("--out", default="equal_time",
+                            help="status, model and results (%(default)s)")
+    equal_time.set_defaults(handler=_cmd_equal_time)
+
     evaluate = commands.add_parser(
         "evaluate", help="test-set verdict: CNN vs FC with intervals and McNemar's test",
         description="Evaluate each family's final model on the official test split (never used "
@@ -284,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--timings", default="timings.json",
                           help="training and inference speed (%(default)s)")
+    evaluate.add_argument("--equal-time", default="equal_time",
+                          help="the equal_time stage's folder (%(default)s)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     report = commands.add_parser(
@@ -372,14 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for sub in (evaluate, report, publish):
         sub.add_argument("--metrics", default="metrics.json", help="test metrics (%(default)s)")
-    for sub in (prepare, tune, replicate, evaluate, publish, retune, history, ui, check, show,
-                lessons):
+    for sub in (prepare, tune, replicate, equal_time, evaluate, publish, retune, history, ui,
+                check, show, lessons):
         sub.add_argument("--params", default="params.yaml", help="parameters file (%(default)s)")
-    for sub in (tune, replicate, evaluate, report, publish):  # folders later stages share
+    for sub in (tune, replicate, equal_time, evaluate, report, publish):  # shared folders
         sub.add_argument("--results", default="results", help="results folder (%(default)s)")
     for sub in (tune, replicate, evaluate, publish):
         sub.add_argument("--models", default="models", help="best models (%(default)s)")
-    for sub in (tune, replicate, evaluate, publish, retune, split, join, lessons):
+    for sub in (tune, replicate, equal_time, evaluate, publish, retune, split, join, lessons):
         sub.add_argument("--data", default="data/prepared", help="prepared data (%(default)s)")
     return parser
 
@@ -396,8 +423,8 @@ def _version() -> str:
 
 
 # commands that train or load models: Keras is imported up front, its chatter captured
-KERAS_COMMANDS = {"prepare", "tune", "replicate", "evaluate", "publish", "retune", "lessons",
-                  "show-space"}
+KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "publish", "retune",
+                  "lessons", "show-space"}
 
 
 def main(argv: list[str] | None = None) -> int:

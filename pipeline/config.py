@@ -125,6 +125,14 @@ class TuneParams(Section):
         return self.model_copy(update=changes)
 
 
+class EqualTimeParams(Section):
+    """The optional equal_time stage (pipeline/budget_rule.py): the FC searched and trained for
+    the CNN's measured minutes with the CNN's augmentation, so that the verdict can be read
+    under both budget rules. Off by default: it adds about the CNN's search and final-training
+    minutes to a run."""
+    run: bool = False
+
+
 class EvaluateParams(Section):
     """The test-set verdict."""
 
@@ -196,6 +204,7 @@ class Params(Section):
     prepare: PrepareParams = PrepareParams()
     augmentation: AugmentationParams = AugmentationParams()
     tune: TuneParams = TuneParams()
+    equal_time: EqualTimeParams = EqualTimeParams()
     evaluate: EvaluateParams = EvaluateParams()
     retune: RetuneParams = RetuneParams()
     lessons: LessonsParams = LessonsParams()

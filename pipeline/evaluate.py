@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.budget_rule import describe_augmentation, equal_time_model, footing, training_facts
 from pipeline.config import Params
 from pipeline.data import store
 from pipeline.errors import DataError
@@ -30,17 +31,20 @@ log = logging.getLogger(__name__)
 
 
 def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: Path,
-                 metrics_path: Path, timings_path: Path | None = None) -> dict:
+                 metrics_path: Path, timings_path: Path | None = None,
+                 equal_time_dir: Path | None = None) -> dict:
     """Writes ``metrics_path`` (what the models score: the same for the same models) and
     ``timings_path`` (how fast this machine trained and ran them; default: timings.json beside
-    the metrics)."""
+    the metrics). Where the equal_time stage trained an FC (``equal_time_dir``), it is tested
+    too and compared with the CNN under that rule (``fc_equal_time``,
+    ``comparison_equal_time``)."""
     e = params.evaluate
     meta = store.load_meta(data_dir)
     x_test, y_test = (np.asarray(a) for a in store.load_split(data_dir, "test"))
     names = meta["class_names"]
     out_dir = results_dir / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, timings, correct, seed_rows = {}, {}, {}, []
+    metrics, timings, correct, seed_rows, bests = {}, {}, {}, [], {}
     for family in FAMILIES:
         model = load_model(models_dir / family / "best.keras")
         result, predicted = _evaluate_model(model, x_test, y_test, e)
@@ -53,6 +57,7 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         timings[family] = {"train_seconds": facts.pop("train_seconds"),
                            "images_per_second": result.pop("images_per_second")}
         result.update(facts)
+        bests[family] = best
         rows = _seed_rows(family, result, models_dir, best["hyperparameters"], x_test, y_test, e)
         result["seeds"] = seed_summary([row["test_accuracy"] for row in rows])
         seed_rows += rows
@@ -61,28 +66,54 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         _write_predictions(out_dir / f"{family}_predictions.csv", y_test, predicted, names)
         log.info("%s: test accuracy %.4f (95%% CI %.4f-%.4f), %d parameters%s", family,
                  result["test_accuracy"], low, high, result["params"], _describe_seeds(result))
-    verdict = mcnemar_exact(correct["cnn"], correct["fc"])
     metrics["dataset"] = meta["dataset"]
     metrics["comparison"] = {
-        "accuracy_difference": round(metrics["cnn"]["test_accuracy"]
-                                     - metrics["fc"]["test_accuracy"], 4),
-        # 0.0 where it underflows a float: its exact logarithm beside it
-        "mcnemar_p_value": verdict["p_value"],
-        "mcnemar_log10_p_value": round(verdict["log10_p_value"], 3),
-        "only_cnn_correct": verdict["only_first_correct"],
-        "only_fc_correct": verdict["only_second_correct"],
-        "test_images": int(len(y_test)),
+        **_compare(metrics, correct, "fc", bests),
         **seed_comparison([r["test_accuracy"] for r in seed_rows if r["family"] == "cnn"],
                           [r["test_accuracy"] for r in seed_rows if r["family"] == "fc"]),
     }
-    log.info("CNN - FC: %+.4f accuracy, exact McNemar %s",
-             metrics["comparison"]["accuracy_difference"],
-             format_p(verdict["p_value"], verdict["log10_p_value"]))
+    equal_time = equal_time_model(equal_time_dir) if equal_time_dir else None
+    if equal_time:
+        model_path, best_path = equal_time
+        result, predicted = _evaluate_model(load_model(model_path), x_test, y_test, e)
+        correct["fc_equal_time"] = predicted == y_test
+        low, high = bootstrap_accuracy_ci(correct["fc_equal_time"], e.bootstrap_resamples,
+                                          e.seed)
+        result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
+        bests["fc_equal_time"] = store.read_json(best_path, "the equal_time stage")
+        facts = _training_facts(bests["fc_equal_time"])
+        timings["fc_equal_time"] = {"train_seconds": facts.pop("train_seconds"),
+                                    "images_per_second": result.pop("images_per_second")}
+        metrics["fc_equal_time"] = {**result, **facts}
+        metrics["comparison_equal_time"] = _compare(metrics, correct, "fc_equal_time", bests)
     _write_seed_table(out_dir / "seeds.csv", seed_rows)
     store.atomic_write_bytes(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     timings_path = timings_path or metrics_path.with_name(store.TIMINGS)
     store.atomic_write_bytes(timings_path, (json.dumps(timings, indent=2) + "\n").encode())
     return metrics
+
+
+def _compare(metrics: dict, correct: dict, fc: str, bests: dict) -> dict:
+    """The CNN against one FC model on the same test images, and how even their training was
+    (pipeline/budget_rule.py)."""
+    verdict = mcnemar_exact(correct["cnn"], correct[fc])
+    comparison = {
+        "accuracy_difference": round(metrics["cnn"]["test_accuracy"]
+                                     - metrics[fc]["test_accuracy"], 4),
+        # 0.0 where it underflows a float: its exact logarithm beside it
+        "mcnemar_p_value": verdict["p_value"],
+        "mcnemar_log10_p_value": round(verdict["log10_p_value"], 3),
+        "only_cnn_correct": verdict["only_first_correct"],
+        "only_fc_correct": verdict["only_second_correct"],
+        "test_images": int(len(correct["cnn"])),
+        **footing(training_facts(bests["cnn"]), training_facts(bests[fc])),
+    }
+    log.info("CNN - %s: %+.4f accuracy, exact McNemar %s (%s, FC at %.2fx the CNN's training "
+             "time, %s augmentation)", fc, comparison["accuracy_difference"],
+             format_p(verdict["p_value"], verdict["log10_p_value"]), comparison["budget_rule"],
+             comparison["fc_time_share"],
+             "the same" if comparison["same_augmentation"] else "different")
+    return comparison
 
 
 def _seed_rows(family: str, first: dict, models_dir: Path, hyperparameters: dict, x_test,
@@ -183,10 +214,12 @@ def _evaluate_model(model, x, y, e) -> tuple[dict, np.ndarray]:
 
 
 def _training_facts(best: dict) -> dict:
-    """What best_hparams.json says of the final training."""
+    """What best_hparams.json says of the final training (its rule, minutes, epochs, images
+    seen, augmentation)."""
     final = best.get("final", {})
+    facts = training_facts(best)
     return {"train_seconds": round(final.get("seconds", 0.0), 1),
-            "train_epochs": final.get("epochs_run"),
+            **facts, "augmentation": describe_augmentation(facts["augmentation"]),
             "train_ended_by": final.get("ended_by", "")}
 
 

@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 from pipeline.stats import format_p  # noqa: E402
 from pipeline.trials import FAMILY_LABELS  # noqa: E402
 
-COLORS = {"cnn": "tab:blue", "fc": "tab:orange"}
+COLORS = {"cnn": "tab:blue", "fc": "tab:orange", "fc_equal_time": "tab:orange"}
 DPI = 110
 
 
@@ -31,18 +31,21 @@ def _save(fig, path: Path) -> Path:
 
 
 def test_accuracy(metrics: dict, path: Path) -> Path:
-    """Bar per family: test accuracy with its bootstrap 95% interval."""
-    families = [f for f in FAMILY_LABELS if f in metrics]
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    """Bar per family (and the equal-time FC where it was trained): test accuracy with its
+    bootstrap 95% interval."""
+    labels = {**FAMILY_LABELS, "fc_equal_time": f"{FAMILY_LABELS['fc']}\n(equal time)"}
+    families = [f for f in labels if f in metrics]
+    fig, ax = plt.subplots(figsize=(1.7 * len(families) + 1.6, 3.6))
     for i, family in enumerate(families):
         acc = metrics[family]["test_accuracy"]
         low, high = (metrics[family]["test_accuracy_ci95"][k] for k in ("low", "high"))
-        ax.bar(i, 100 * acc, color=COLORS[family], width=0.6)
+        ax.bar(i, 100 * acc, color=COLORS[family], width=0.6,
+               hatch="//" if family == "fc_equal_time" else None)
         ax.errorbar(i, 100 * acc, yerr=[[100 * (acc - low)], [100 * (high - acc)]],
                     color="black", capsize=8)
         ax.annotate(f"{100 * acc:.1f}%", (i, 100 * high), textcoords="offset points",
                     xytext=(0, 4), ha="center")
-    ax.set_xticks(range(len(families)), [FAMILY_LABELS[f] for f in families])
+    ax.set_xticks(range(len(families)), [labels[f] for f in families])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     comparison = metrics.get("comparison", {})

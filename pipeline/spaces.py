@@ -101,6 +101,15 @@ class SearchSpace:
                 values[entry.name] = value
         return values
 
+    def with_fixed(self, values: dict[str, Any]) -> SearchSpace:
+        """This space with ``values`` fixed: a searched entry of that name becomes a fixed one,
+        a missing name is added as fixed (the equal-time FC takes the CNN's augmentation)."""
+        entries = [Entry(e.name, "fixed", {"value": values[e.name]}, help=e.help)
+                   if e.name in values else e for e in self.entries]
+        entries += [Entry(name, "fixed", {"value": value}) for name, value in values.items()
+                    if name not in self.names()]
+        return SearchSpace(self.path, self.family, tuple(entries))
+
     def summary(self) -> str:
         width = max((len(name) for name in self.names()), default=0)
         lines = [f"search space {self.path} (family {self.family}, {len(self.entries)} entries)"]

@@ -87,13 +87,16 @@ class Steps:
 def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
              folders: TuneFolders, first_values: list[dict] | None = None,
              run_tags: dict | None = None, role=None,
-             tried_before: set[str] | frozenset = frozenset()) -> dict:
+             tried_before: set[str] | frozenset = frozenset(), fixed: dict | None = None,
+             budget_rule: str = "equal_epochs") -> dict:
     """Search ``family`` and save its best configuration, trained; returns best_hparams.json's
     content. ``first_values``: configurations to try first (default: the space's defaults).
     ``tried_before``: digests of configurations earlier searches tried (not drawn again).
     ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
     ``role``: a ``pipeline.distributed.Role``; a worker only runs the trials the chief hands
-    out, the chief serves them and does the rest."""
+    out, the chief serves them and does the rest. ``fixed``: hyperparameters held at these
+    values (searched no more). ``budget_rule``: ``equal_time`` trains by the clock alone (no
+    per-epoch cap in the search, ``final_epochs`` only a bound), pipeline/budget_rule.py."""
     from pipeline import distributed
 
     role = role or distributed.Role("standalone")
@@ -106,10 +109,13 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     if is_worker:
         distributed.wait_for_chief(role, role.wait_s)
     data = load_search_data(t, family, space_file, data_dir)
+    if fixed:
+        data.space = data.space.with_fixed(fixed)
     precision, parallel = configure_devices(t, family, data, params.augmentation)
 
     search_key = _search_key(family, space_file, t, data.data_hash, params.augmentation,
-                             run_tags)
+                             {**(run_tags or {}), **{f"fixed.{k}": v for k, v in
+                                                     (fixed or {}).items()}})
     project = f"{family}-{search_key}"
     step("opening the search's MLflow run (key %s)", search_key)
     # a spool per process: a worker's unsent writes are its own
@@ -128,7 +134,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     started = time.monotonic()
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
                                      project, started, runs, role, first_values, parallel,
-                                     tried_before)
+                                     tried_before, per_epoch_cap=budget_rule != "equal_time")
     tensorboard = folders.tuning / project / "tensorboard" if params.tracking.tensorboard \
         else None
     search(tuner, t, data, runs, role, family, tensorboard)
@@ -139,6 +145,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
 
     step("tabulating the trials")
     best_trial = tabulate_trials(tuner, family, folders.results, runs, started)
+    search_seconds = time.monotonic() - started
 
     step("training the best configuration (trial %s) on all %d training images",
          best_trial.trial_id, len(data.y_train))
@@ -152,7 +159,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
             "search_score": best_trial.score,
             "hyperparameters": {k: _plain(v) for k, v in
                                 hypermodel.config(best_trial.hyperparameters).items()},
-            "final": final, "precision": precision, "mlflow_parent_run": runs.parent_id}
+            "final": final, "precision": precision, "budget_rule": budget_rule,
+            "search_seconds": round(search_seconds, 1), "mlflow_parent_run": runs.parent_id}
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")
     return best
@@ -253,8 +261,10 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
 
 def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
                  project: str, started: float, runs: SearchRuns, role, first_values,
-                 parallel: dict, tried_before: set[str] | frozenset = frozenset()):
-    """The family's hypermodel and a tuner over it (resumed if its project exists)."""
+                 parallel: dict, tried_before: set[str] | frozenset = frozenset(),
+                 per_epoch_cap: bool = True):
+    """The family's hypermodel and a tuner over it (resumed if its project exists); trials are
+    capped at the final training's time per image unless ``per_epoch_cap`` is false."""
     from pipeline.search.hypermodel import FamilyHyperModel
     from pipeline.search.tuners import make_tuner
 
@@ -262,7 +272,7 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
     hypermodel = FamilyHyperModel(
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
         seconds_per_epoch=search_epoch_cap(t, len(data.search_idx), len(data.y_train))
-        if clock else None)
+        if clock and per_epoch_cap else None)
     deadline = started + 60 * t.budget_minutes if clock else None
     tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
                        deadline=deadline, runs=runs,

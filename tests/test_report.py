@@ -49,8 +49,15 @@ def _trials(family: str, n: int, rng) -> list[dict]:
     return rows
 
 
+EVEN = {"budget_rule": "equal_time", "fc_time_share": 1.0, "same_augmentation": True,
+        "architecture_claim": True}
+UNEVEN = {"budget_rule": "equal_epochs", "fc_time_share": 0.24, "same_augmentation": False,
+          "architecture_claim": False}
+
+
 def write_results(root: Path, cnn_accuracy: float, fc_accuracy: float, p_value: float,
-                  trials: int = 8) -> tuple[Path, Path]:
+                  trials: int = 8, footing: dict | None = None,
+                  equal_time: float | None = None) -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
     results = root / "results"
     for family in ("cnn", "fc"):
@@ -74,12 +81,21 @@ def write_results(root: Path, cnn_accuracy: float, fc_accuracy: float, p_value: 
         (results / "evaluation" / f"{family}_per_class.json").write_text(json.dumps(per_class))
     metrics = {"dataset": "cifar10", "comparison": {
         "accuracy_difference": round(cnn_accuracy - fc_accuracy, 4), "mcnemar_p_value": p_value,
-        "only_cnn_correct": 300, "only_fc_correct": 100, "test_images": 1000}}
-    for family, accuracy in (("cnn", cnn_accuracy), ("fc", fc_accuracy)):
+        "only_cnn_correct": 300, "only_fc_correct": 100, "test_images": 1000,
+        **(footing or EVEN)}}
+    models = [("cnn", cnn_accuracy), ("fc", fc_accuracy)]
+    if equal_time is not None:
+        models.append(("fc_equal_time", equal_time))
+        metrics["comparison_equal_time"] = {**metrics["comparison"], **EVEN,
+                                            "accuracy_difference": cnn_accuracy - equal_time}
+    for family, accuracy in models:
         metrics[family] = {"test_accuracy": accuracy,
                            "test_accuracy_ci95": {"low": accuracy - 0.02,
                                                   "high": accuracy + 0.02},
-                           "test_loss": 1.0, "params": 5000, "images_per_second": 1000.0}
+                           "test_loss": 1.0, "params": 5000, "images_per_second": 1000.0,
+                           "augmentation": "flip" if family == "fc" else "flip, pad-crop 4 px",
+                           "train_minutes": 14.0 if family != "fc" else 3.4,
+                           "images_seen": 1_800_000 if family != "fc" else 540_000}
     (root / "metrics.json").write_text(json.dumps(metrics))
     return results, root / "metrics.json"
 
@@ -89,10 +105,10 @@ def test_report_shows_the_verdict_and_every_figure_exists(tmp_path):
     report = run_report(results, metrics, tmp_path / "reports").read_text()
     assert "**83.12%** (81.12-85.12)" in report
     assert "33.12 points ahead of" in report and "p = 1e-40" in report
-    assert "A clear win" in report
+    assert "A clear win" in report and "inductive bias" in report
     assert "7 of 8 trials completed" in report  # the failed trial counted, not plotted
     assert "(CNN: 12 epochs or 14 min; fully connected: 12 epochs or 4 min)" in report
-    assert "| 3 epochs, 1.5 min (ended by its time cap) | 3 epochs, 1.5 min (all its epochs) |" \
+    assert "| 3 epochs, 14.0 min (ended by its time cap) | 3 epochs, 3.4 min (all its epochs) |" \
         in report
     figures = [line[line.index("(") + 1:-1] for line in report.splitlines()
                if line.startswith("![")]
@@ -101,6 +117,27 @@ def test_report_shows_the_verdict_and_every_figure_exists(tmp_path):
         assert (tmp_path / "reports" / figure).read_bytes()[:8] == PNG, figure
     # lessons table: the synthetic scores depend on the optimizer only, and it shows
     assert re.search(r"\| optimizer \| adam 59\.\d% \(n=3\), \w+ 30\.\d%", report)
+
+
+def test_the_verdict_credits_the_architecture_only_at_equal_time_and_augmentation(tmp_path):
+    """Equal epochs with a quarter of the CNN's time and other augmentation: the gap is not
+    put down to inductive bias, and the sentence says what was compared; the equal-time
+    column and its verdict appear when the equal_time stage ran."""
+    results, metrics = write_results(tmp_path, 0.8312, 0.5, 1e-40, footing=UNEVEN)
+    report = run_report(results, metrics, tmp_path / "reports").read_text()
+    assert "inductive bias" not in report and "clear win" not in report.lower()
+    assert "**Equal epochs.** The CNN is **33.12 points ahead of**" in report
+    assert "0.24x the CNN's training time (4.2 times less)" in report
+    assert "other augmentation (flip against the CNN's flip, pad-crop 4 px)" in report
+    assert "| augmentation | flip, pad-crop 4 px | flip |" in report
+    assert "| images seen in training | 1.80 million | 0.54 million |" in report
+
+    results, metrics = write_results(tmp_path, 0.8312, 0.5, 1e-40, footing=UNEVEN,
+                                     equal_time=0.62)
+    report = run_report(results, metrics, tmp_path / "reports").read_text()
+    assert "| | CNN | Fully connected | Fully connected, equal time |" in report
+    assert "**Equal time.** The CNN is **21.12 points ahead of**" in report
+    assert report.count("inductive bias") == 1  # in the equal-time verdict only
 
 
 def test_report_does_not_claim_a_win_it_did_not_measure(tmp_path):
