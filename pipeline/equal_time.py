@@ -17,6 +17,7 @@ from pipeline.budget_rule import EQUAL_TIME_EPOCH_CAP, FC, STATUS, equal_time_bu
 from pipeline.config import FamilyOverrides, Params
 from pipeline.data import store
 from pipeline.errors import ConfigError
+from pipeline.tracking import names
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def run_equal_time(params: Params, params_file: Path, space_file: Path, data_dir
             best = run_tune(params.model_copy(update={"tune": tune}), FC, space_file,
                             data_dir, TuneFolders(tuning_dir, scratch / "models",
                                                   scratch / "results"),
-                            run_tags={"budget_rule": "equal_time"},
+                            run_tags={names.BUDGET_RULE: "equal_time"},
                             fixed=budget["augmentation"], budget_rule="equal_time")
             status.update(ran=True, cnn_search_minutes=round(budget["budget_minutes"], 2),
                           cnn_train_minutes=round(budget["final_budget_minutes"], 2),

@@ -112,6 +112,10 @@ def _optional_table(path: Path) -> pd.DataFrame | None:
 # --- markdown ----------------------------------------------------------------------------------
 def _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_class, figs,
               has_preview) -> str:
+    # the clock's readings (training minutes, the FC's share of the CNN's time) are in
+    # timings.json, beside what the models scored
+    metrics = {k: {**v, **timings.get(k, {})} if isinstance(v, dict) else v
+               for k, v in metrics.items()}
     cnn, fc, comparison = metrics["cnn"], metrics["fc"], metrics["comparison"]
     equal_time = metrics.get("fc_equal_time")
     dataset = metrics.get("dataset", "cifar10").upper().replace("CIFAR", "CIFAR-")

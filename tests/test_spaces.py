@@ -108,3 +108,27 @@ def test_show_space_on_malformed_yaml_is_one_line(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "not valid YAML" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_fixed_value_replaces_a_searched_one_and_adds_a_missing_one(tmp_path):
+    space_file = tmp_path / "fc.yaml"
+    space_file.write_text("family: fc\nhyperparameters:\n"
+                          "  aug_crop: {type: choice, values: [0, 4], default: 0}\n"
+                          "  dropout: {type: float, min: 0.0, max: 0.5, default: 0.1}\n")
+    space = load_space(space_file, "fc").with_fixed({"aug_crop": 4, "aug_flip": False})
+    hp = kt.HyperParameters()
+    assert space.declare(hp) == {"aug_crop": 4, "dropout": 0.1, "aug_flip": False}
+    assert [e.type for e in space.entries] == ["fixed", "float", "fixed"]
+
+
+def test_space_defaults_say_how_they_were_chosen_and_never_by_the_test_split():
+    """The test split chooses nothing: a shipped space's comments (where its defaults' origin
+    is written) must not cite a test score; the FC's defaults name the split that decided."""
+    import re
+
+    for path in sorted((REPO / "search_spaces").rglob("*.yaml")):
+        comments = "\n".join(line.split("#", 1)[1] for line in path.read_text().splitlines()
+                             if "#" in line)
+        assert not re.search(r"\btest\b", comments, re.IGNORECASE), path
+    fc = (REPO / "search_spaces" / "fc.yaml").read_text()
+    assert "validation" in fc.split("hyperparameters:")[0]

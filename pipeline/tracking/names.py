@@ -29,6 +29,7 @@ VERDICT = "verdict"  # of a lesson's run: supported, not supported, inconclusive
 FAMILY = "family"
 SEARCH_KEY = "search_key"  # content hash of a search: a rerun with the same key resumes it
 RETUNE_ID = "retune_id"
+BUDGET_RULE = "budget_rule"  # of the equal_time stage's search run: equal_time
 TRIAL_ID = "trial_id"
 DATASET = "dataset"  # cifar10 | cifar100, of search, trial and evaluation runs
 CONFIG_DIGEST = "config_digest"  # of a trial run: its configuration's identity across searches
