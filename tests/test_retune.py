@@ -26,6 +26,19 @@ TINY_RETUNE = {"families": ["fc"], "max_trials": 2, "budget_minutes": 2, "final_
                "final_budget_minutes": 1}
 
 
+# eight configurations: two searches of four trials each overlap unless the second one
+# skips what the first tried (without that filter they overlap in about 9 runs of 10)
+DISCRETE_FC_SPACE = """
+family: fc
+hyperparameters:
+  layers: {type: int, min: 1, max: 2, default: 1}
+  units: {type: choice, values: [32, 64], default: 32}
+  optimizer: {type: choice, values: [adam, adamw], default: adam}
+  learning_rate: {type: fixed, value: 0.001}
+  batch_size: {type: fixed, value: 64}
+"""
+
+
 def _env() -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DVC_NO_ANALYTICS": "1",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
@@ -109,7 +122,18 @@ def test_retunes_create_keep_and_promote_the_champion(tmp_path, real_cifar10):
     assert [r.data.tags["fc_decision"] for r in runs] == ["created", "kept", "promoted"]
     assert all(r.info.status == "FINISHED" for r in runs)
     kept, promoted = runs[1].data, runs[2].data
-    assert kept.metrics["fc_champion_accuracy"] >= 0 and "fc_p_value" in kept.metrics
+    # the champion's score is its registered model's on the holdout images, recomputed here
+    import mlflow
+    import numpy as np
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo}/mlruns/mlflow.db")
+    first_champion = mlflow.keras.load_model("models:/cifar10-fc/1")
+    prepared = repo / "data" / "prepared"
+    predicted = np.argmax(first_champion.predict(np.load(prepared / "holdout_images.npy"),
+                                                 batch_size=512, verbose=0), axis=1)
+    holdout_accuracy = float(np.mean(predicted == np.load(prepared / "holdout_labels.npy")))
+    assert kept.metrics["fc_champion_accuracy"] == pytest.approx(holdout_accuracy, abs=1e-6)
+    assert "fc_p_value" in kept.metrics
     assert promoted.params["retune.margin"] == "-1.0"
 
     shown = subprocess.run([sys.executable, "-m", "pipeline", "history", "--png",
@@ -365,7 +389,7 @@ def test_holdout_decides_and_a_second_retune_explores_new_configurations(tmp_pat
     data = tmp_path / "prepared"
     shutil.copytree(tiny_prepared, data)
     (tmp_path / "search_spaces").mkdir()
-    (tmp_path / "search_spaces" / "fc.yaml").write_text(TINY_FC_SPACE)
+    (tmp_path / "search_spaces" / "fc.yaml").write_text(DISCRETE_FC_SPACE)
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_prepared)},
                           tune=TINY_TUNE, retune={**TINY_RETUNE, "max_trials": 4})
     first = retune(tmp_path, "--data", str(data))
@@ -395,6 +419,7 @@ def test_holdout_decides_and_a_second_retune_explores_new_configurations(tmp_pat
     champion_digest = after[0]  # the warm start: the champion's configuration first
     assert champion_digest in before
     assert len(after) == 4 and not set(after[1:]) & set(before), (before, after)
+    assert len(set(before) | set(after)) == 7  # of the space's 8
     assert kept["fc_configurations_tried"] == len(set(before) | set(after))
 
     shown = subprocess.run([sys.executable, "-m", "pipeline", "history"], cwd=tmp_path,
