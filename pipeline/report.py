@@ -143,7 +143,7 @@ def _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_c
             "|---|" + "---|" * len(columns)]
     out += [f"| {label} | " + " | ".join(cell(m, f) for f, m, _ in columns) + " |"
             for label, cell in rows]
-    out += ["", _verdict_sentence(comparison, cnn, fc)]
+    out += ["", _verdict_sentence(comparison, cnn, fc, equal_time_shown=bool(equal_time))]
     if equal_time:
         out += ["", _verdict_sentence(metrics["comparison_equal_time"], cnn, equal_time)]
     out += ["", _seed_sentence(comparison, cnn, fc), "", _budget_rule(per_family, cnn), "",
@@ -177,7 +177,8 @@ def _markdown(metrics, timings, per_family, done, lesson_tables, rankings, per_c
     return "\n".join(out)
 
 
-def _verdict_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
+def _verdict_sentence(comparison: dict, cnn: dict, fc: dict,
+                      equal_time_shown: bool = False) -> str:
     """The gap, its test, and what it may be put down to: the architecture only when the FC
     had at least the CNN's training time and the same augmentation (pipeline/budget_rule.py);
     otherwise what the comparison was."""
@@ -206,9 +207,11 @@ def _verdict_sentence(comparison: dict, cnn: dict, fc: dict) -> str:
         if not comparison.get("same_augmentation"):
             unequal.append(f"other augmentation ({fc.get('augmentation', '?')} against the "
                            f"CNN's {cnn.get('augmentation', '?')})")
+        separates = ("the equal-time verdict below" if equal_time_shown else
+                     "the equal-time rule, `equal_time.run: true`,")
         text += (" The fully connected network had " + " and ".join(unequal) + ", so the gap "
-                 "mixes the architecture with the training budget (the equal-time rule, "
-                 "`equal_time.run: true`, separates them).")
+                 f"mixes the architecture with the training budget ({separates} separates "
+                 "them).")
     return text
 
 
@@ -263,7 +266,7 @@ def _final_training(m: dict, family_inputs: dict | None) -> str:
 
 def _images_seen(m: dict) -> str:
     seen = m.get("images_seen")
-    return "-" if not seen else f"{seen / 1e6:.2f} million"
+    return "-" if not seen else f"{seen:,}"
 
 
 def _search_cell(family_inputs: dict | None, done) -> str:

@@ -130,7 +130,8 @@ def test_the_verdict_credits_the_architecture_only_at_equal_time_and_augmentatio
     assert "0.24x the CNN's training time (4.2 times less)" in report
     assert "other augmentation (flip against the CNN's flip, pad-crop 4 px)" in report
     assert "| augmentation | flip, pad-crop 4 px | flip |" in report
-    assert "| images seen in training | 1.80 million | 0.54 million |" in report
+    assert "| images seen in training | 1,800,000 | 540,000 |" in report
+    assert "(the equal-time rule, `equal_time.run: true`, separates them)" in report
 
     results, metrics = write_results(tmp_path, 0.8312, 0.5, 1e-40, footing=UNEVEN,
                                      equal_time=0.62)
@@ -138,6 +139,7 @@ def test_the_verdict_credits_the_architecture_only_at_equal_time_and_augmentatio
     assert "| | CNN | Fully connected | Fully connected, equal time |" in report
     assert "**Equal time.** The CNN is **21.12 points ahead of**" in report
     assert report.count("inductive bias") == 1  # in the equal-time verdict only
+    assert "(the equal-time verdict below separates them)" in report
 
 
 def test_report_does_not_claim_a_win_it_did_not_measure(tmp_path):
