@@ -48,10 +48,13 @@ def test_accuracy(metrics: dict, path: Path) -> Path:
     ax.set_xticks(range(len(families)), [labels[f] for f in families])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    comparison = metrics.get("comparison", {})
-    p_value = comparison.get("mcnemar_p_value")
-    subtitle = "" if p_value is None else \
-        f"\nexact McNemar test: {format_p(p_value, comparison.get('mcnemar_log10_p_value'))}"
+    tests = [f"{label}{format_p(c['mcnemar_p_value'], c.get('mcnemar_log10_p_value'))}"
+             for key, label in (("comparison", ""), ("comparison_equal_time", "equal time: "))
+             if (c := metrics.get(key, {})).get("mcnemar_p_value") is not None]
+    if len(tests) == 2:
+        tests[0] = f"equal epochs: {tests[0]}"
+    subtitle = f"\nexact McNemar test, CNN vs FC:{chr(10) if len(tests) > 1 else ' '}" \
+        f"{'; '.join(tests)}" if tests else ""
     ax.set_title(f"Test accuracy with 95% bootstrap interval{subtitle}")
     return _save(fig, path)
 
