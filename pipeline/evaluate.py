@@ -49,16 +49,11 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, timings, correct, seed_rows, bests = {}, {}, {}, [], {}
     for family in FAMILIES:
-        model = load_model(models_dir / family / "best.keras")
-        result, predicted = _evaluate_model(model, x_test, y_test, e)
-        correct[family] = predicted == y_test
-        low, high = bootstrap_accuracy_ci(correct[family], e.bootstrap_resamples, e.seed)
-        # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
-        result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
         best = store.read_json(results_dir / family / "best_hparams.json", "the tune stage")
-        facts, timings[family] = _split_timed({**_training_facts(best), **result})
-        result = facts
         bests[family] = best
+        result, timings[family], predicted = _test_final_model(
+            models_dir / family / "best.keras", best, x_test, y_test, e)
+        correct[family] = predicted == y_test
         rows = _seed_rows(family, result, models_dir, best["hyperparameters"], x_test, y_test, e)
         result["seeds"] = seed_summary([row["test_accuracy"] for row in rows])
         seed_rows += rows
@@ -66,7 +61,8 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
         _write_per_class(out_dir / f"{family}_per_class.json", y_test, predicted, names)
         _write_predictions(out_dir / f"{family}_predictions.csv", y_test, predicted, names)
         log.info("%s: test accuracy %.4f (95%% CI %.4f-%.4f), %d parameters%s", family,
-                 result["test_accuracy"], low, high, result["params"], _describe_seeds(result))
+                 result["test_accuracy"], *result["test_accuracy_ci95"].values(),
+                 result["params"], _describe_seeds(result))
     metrics["dataset"] = meta["dataset"]
     comparison, timings["comparison"] = _split_timed(_compare(metrics, correct, "fc", bests))
     metrics["comparison"] = {
@@ -77,14 +73,10 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     equal_time = equal_time_model(equal_time_dir) if equal_time_dir else None
     if equal_time:
         model_path, best_path = equal_time
-        result, predicted = _evaluate_model(load_model(model_path), x_test, y_test, e)
-        correct["fc_equal_time"] = predicted == y_test
-        low, high = bootstrap_accuracy_ci(correct["fc_equal_time"], e.bootstrap_resamples,
-                                          e.seed)
-        result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
         bests["fc_equal_time"] = store.read_json(best_path, "the equal_time stage")
-        metrics["fc_equal_time"], timings["fc_equal_time"] = _split_timed(
-            {**_training_facts(bests["fc_equal_time"]), **result})
+        metrics["fc_equal_time"], timings["fc_equal_time"], predicted = _test_final_model(
+            model_path, bests["fc_equal_time"], x_test, y_test, e)
+        correct["fc_equal_time"] = predicted == y_test
         metrics["comparison_equal_time"], timings["comparison_equal_time"] = _split_timed(
             _compare(metrics, correct, "fc_equal_time", bests))
     _write_seed_table(out_dir / "seeds.csv", seed_rows)
@@ -92,6 +84,17 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     timings_path = timings_path or metrics_path.with_name(store.TIMINGS)
     store.atomic_write_bytes(timings_path, (json.dumps(timings, indent=2) + "\n").encode())
     return metrics
+
+
+def _test_final_model(model_path: Path, best: dict, x_test, y_test, e):
+    """One final model on the test split: its scores with a bootstrap interval and its
+    training facts (for metrics.json), the clock's readings (timings.json), its predictions."""
+    result, predicted = _evaluate_model(load_model(model_path), x_test, y_test, e)
+    low, high = bootstrap_accuracy_ci(predicted == y_test, e.bootstrap_resamples, e.seed)
+    # two numbers, not a list: `dvc metrics show/diff` and `dvc exp show` show numbers only
+    result["test_accuracy_ci95"] = {"low": round(low, 4), "high": round(high, 4)}
+    facts, timed = _split_timed({**_training_facts(best), **result})
+    return facts, timed, predicted
 
 
 def _split_timed(values: dict) -> tuple[dict, dict]:
