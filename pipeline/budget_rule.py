@@ -50,6 +50,7 @@ def training_facts(best: dict) -> dict:
     steps = final.get("steps")
     seconds = final.get("trained_seconds", final.get("seconds", 0.0))
     return {"budget_rule": best.get("budget_rule", "equal_epochs"),
+            "train_seconds": round(seconds, 3),
             "train_minutes": round(seconds / 60, 2),
             "train_epochs": final.get("epochs_run"),
             "images_seen": int(steps * batch) if steps and batch else None,
@@ -60,7 +61,8 @@ def footing(cnn: dict, fc: dict) -> dict:
     """How even a CNN - FC comparison was (``training_facts`` of each): the FC's share of the
     CNN's training time, whether the augmentation was the same, and so whether the gap may be
     credited to the architecture."""
-    ratio = fc["train_minutes"] / cnn["train_minutes"] if cnn["train_minutes"] else 0.0
+    # from seconds: a tiny run's minutes round to zero
+    ratio = fc["train_seconds"] / cnn["train_seconds"] if cnn["train_seconds"] else 0.0
     same = cnn["augmentation"] == fc["augmentation"]
     return {"budget_rule": fc["budget_rule"], "fc_time_share": round(ratio, 3),
             "same_augmentation": same,

@@ -49,10 +49,11 @@ def run_evaluate(params: Params, data_dir: Path, models_dir: Path, results_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics, timings, correct, seed_rows, bests = {}, {}, {}, [], {}
     for family in FAMILIES:
+        model_path = require_model(models_dir / family / "best.keras")
         best = store.read_json(results_dir / family / "best_hparams.json", "the tune stage")
         bests[family] = best
         result, timings[family], predicted = _test_final_model(
-            models_dir / family / "best.keras", best, x_test, y_test, e)
+            model_path, best, x_test, y_test, e)
         correct[family] = predicted == y_test
         rows = _seed_rows(family, result, models_dir, best["hyperparameters"], x_test, y_test, e)
         result["seeds"] = seed_summary([row["test_accuracy"] for row in rows])
@@ -189,9 +190,14 @@ def load_model(path: Path):
     import pipeline.augment  # noqa: F401  (registers RandomPadCrop for loading)
     import pipeline.training  # noqa: F401  (registers the loss for loading)
 
+    return keras.models.load_model(require_model(path))
+
+
+def require_model(path: Path) -> Path:
+    """The model file, or the one-line error that says which stage makes it."""
     if not path.is_file():
         raise DataError(f"{path}: not found; run the tune stages first (dvc repro)")
-    return keras.models.load_model(path)
+    return path
 
 
 def _evaluate_model(model, x, y, e) -> tuple[dict, np.ndarray]:
@@ -227,11 +233,9 @@ def _evaluate_model(model, x, y, e) -> tuple[dict, np.ndarray]:
 def _training_facts(best: dict) -> dict:
     """What best_hparams.json says of the final training (its rule, minutes, epochs, images
     seen, augmentation)."""
-    final = best.get("final", {})
     facts = training_facts(best)
-    return {"train_seconds": round(final.get("seconds", 0.0), 1),
-            **facts, "augmentation": describe_augmentation(facts["augmentation"]),
-            "train_ended_by": final.get("ended_by", "")}
+    return {**facts, "augmentation": describe_augmentation(facts["augmentation"]),
+            "train_ended_by": best.get("final", {}).get("ended_by", "")}
 
 
 def _write_per_class(path: Path, y, predicted, names: list[str]) -> None:

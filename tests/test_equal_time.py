@@ -130,3 +130,6 @@ def test_footing_claims_the_architecture_only_with_equal_time_and_augmentation()
     assert short["architecture_claim"] is False and short["fc_time_share"] == 0.25
     other = footing(cnn, training_facts(_best(20, {"aug_flip": True, "aug_crop": 0})))
     assert other["architecture_claim"] is False and other["same_augmentation"] is False
+    # seconds, not rounded minutes: a tiny run's share is not zero
+    quick = footing(training_facts(_best(0.3 / 60, crop)), training_facts(_best(0.6 / 60, crop)))
+    assert quick["fc_time_share"] == 2.0 and quick["architecture_claim"] is True
