@@ -30,6 +30,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.models.flops import forward_flops  # noqa: E402
+
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar-10-batches-py"
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "profile-gpu")
 
@@ -101,23 +103,6 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) ->
             "feed_ratio": round(fit_rate / bare_rate, 3),
             "predict_images_per_s": round(len(x) / predict_s, 1),
             "epoch_seconds": [round(t, 2) for t in times]}
-
-
-def forward_flops(model) -> int:
-    """Multiply-adds x 2 of one image's forward pass through the convolutions and dense
-    layers (what dominates; normalisation and pooling left out). A training step costs about
-    three times this (forward, and the two halves of the backward pass)."""
-    import keras
-
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels_out = layer.output.shape
-            k_h, k_w = layer.kernel_size
-            total += 2 * height * width * k_h * k_w * layer.input.shape[-1] * channels_out
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-    return int(total)
 
 
 def bare_steps(model, x_batch, y_batch, steps: int) -> tuple[float, int]:

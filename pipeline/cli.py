@@ -177,8 +177,13 @@ def _cmd_show_space(args: argparse.Namespace) -> int:
     has_params = Path(args.params).is_file()
     policy = load_params(args.params).augmentation if has_params else AugmentationParams()
     print(space.summary())
+    from pipeline.spaces import ONE_OF
+
     searched = set(space.names())
-    fixed = {k: v for k, v in trial_defaults(space.family, policy).items() if k not in searched}
+    # a value drawn through its unit (lr_multiplier sets learning_rate) is not fixed
+    derived = {value for value, unit in ONE_OF if unit in searched}
+    fixed = {k: v for k, v in trial_defaults(space.family, policy).items()
+             if k not in searched | derived}
     source = args.params if has_params else "built-in defaults"
     print(f"\nfixed for every trial (the recipe's and {space.family}'s defaults; augmentation "
           f"policy from {source}):")

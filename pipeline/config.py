@@ -92,6 +92,9 @@ class TuneParams(Section):
     # folder of the search space files, <space_dir>/<family>.yaml (tune, replicate, retune)
     space_dir: str = "search_spaces"
     tuner: Literal["hyperband", "random", "bayesian"] = "hyperband"
+    # prior: after the defaults, draws mix uniform ones with draws around the defaults and
+    # around the best trial so far (pipeline/search/prior.py); uniform: KerasTuner's own
+    sampling: Literal["prior", "uniform"] = "prior"
     max_trials: Annotated[int, Field(ge=1)] = 20  # cap on trials (Hyperband: a cap on top)
     max_epochs: Annotated[int, Field(ge=1)] = 4  # most epochs one trial trains
     hyperband_factor: Annotated[int, Field(ge=2)] = 3
@@ -99,8 +102,9 @@ class TuneParams(Section):
     budget_minutes: Annotated[float, Field(gt=0)] = 10.0  # wall clock of one family's search
     search_train_per_class: Annotated[int, Field(ge=1)] | None = None  # subset for the search
     # The budget rule of both families: the final training runs final_epochs epochs or
-    # final_budget_minutes of training, whichever ends first, with its schedule ending there;
-    # every search trial is capped at the same rate (seconds per image) on its own epochs.
+    # final_budget_minutes of training, whichever ends first, with its schedule ending there.
+    # Search trials are budgeted in compute, not minutes: none gets more than the space's
+    # defaults at its rung (pipeline/search/hypermodel.py).
     final_epochs: Annotated[int, Field(ge=1)] = 10
     final_budget_minutes: Annotated[float, Field(gt=0)] = 8.0
     # trainings of the best configuration per family, seeds seed, seed + 1...: the tune stage

@@ -137,6 +137,10 @@ def _declare_one(hp, entry: Entry, condition: dict):
     return hp.Fixed(entry.name, s["value"], **condition)
 
 
+# a value and the unit it can be drawn in instead (pipeline/training.py, resolve_units)
+ONE_OF = (("learning_rate", "lr_multiplier"), ("weight_decay", "decay_per_step"))
+
+
 def load_space(path: str | Path, family: str | None = None,
                known: set[str] | None = None) -> SearchSpace:
     """Read and validate a space file; ConfigError (file, key, value) on the first fault.
@@ -168,6 +172,10 @@ def load_space(path: str | Path, family: str | None = None,
     entries: dict[str, Entry] = {}
     for name, spec in hps.items():
         entries[name] = _entry(path, str(name), spec, entries, known)
+    for value, unit in ONE_OF:
+        if value in entries and unit in entries:
+            raise ConfigError(path, f"hyperparameters.{unit}", MISSING,
+                              f"give {value} or {unit}, not both (the unit sets the value)")
     return SearchSpace(path, str(found_family), tuple(entries.values()))
 
 

@@ -30,8 +30,8 @@ RECIPE_DEFAULTS = {
     "schedule": "one_cycle",  # see SCHEDULES
     "warmup_fraction": 0.2,  # share of the budget spent warming up (one_cycle, warmup_cosine)
     "batch_size": 256,
-    # Keras' decay is decoupled and scaled by the learning rate: each step multiplies a weight
-    # by (1 - learning_rate_now * weight_decay); biases and batch-norm scales/offsets are left out
+    # each step multiplies a weight by (1 - learning_rate_now * weight_decay): Keras' decoupled
+    # decay, or for adam an L2 term (coupled_l2); biases and batch-norm scales/offsets are left out
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,  # share of the target spread evenly over the classes
     # 0: off; m: the model ends (and is validated) with an exponential moving average of its
@@ -45,6 +45,43 @@ AUGMENTATION_HPS = {  # hyperparameter name -> field of AugmentationParams
     "aug_alternate_flip": "alternate_flip",
 }
 NO_DECAY = ["bias", "gamma", "beta"]  # variable names excluded from weight decay
+
+# Units a search can draw in, the same for every optimizer (resolve_units turns them into the
+# rate and decay above): a draw near 1x trains whatever the optimizer, where one rate range for
+# all would give Adam SGD's rates and SGD Adam's. SGD-family reference: the CNN recipe's peak;
+# Adam-family: the FC recipe's, chosen on validation (bench/README.md, "Equal care").
+REFERENCE_RATES = {"sgd": 0.2, "momentum": 0.2, "nesterov": 0.2, "adam": 0.005,
+                   "adamw": 0.005, "rmsprop": 0.001}
+UNIT_HPS = {
+    # peak learning rate = REFERENCE_RATES[optimizer] x lr_multiplier
+    "lr_multiplier",
+    # share of each weight taken away per step at the peak rate (the schedule scales it down
+    # with the rate): the CNN recipe's SGD at 0.2 with weight_decay 5e-4 takes 1e-4. Through
+    # the gradient for adam (L2), beside it for every other optimizer (decoupled)
+    "decay_per_step",
+}
+
+
+def resolve_units(cfg: dict) -> dict:
+    """The configuration with ``learning_rate`` and ``weight_decay`` worked out from the
+    optimizer-independent units (UNIT_HPS) where it has them."""
+    cfg = dict(cfg)
+    if cfg.get("lr_multiplier") is not None:
+        cfg["learning_rate"] = REFERENCE_RATES[cfg["optimizer"]] * cfg["lr_multiplier"]
+    if cfg.get("decay_per_step") is not None:
+        cfg["weight_decay"] = cfg["decay_per_step"] / cfg["learning_rate"]
+    return cfg
+
+
+def coupled_l2(cfg: dict):
+    """Adam's weight decay as L2 in the loss (the gradient carries ``weight_decay`` x w, so the
+    moment estimates rescale it): what "Adam with weight decay" meant before AdamW, and a
+    genuinely different optimizer from it (Loshchilov & Hutter, ICLR 2019). A kernel
+    regularizer for the model builders; None for every other optimizer (decoupled, in
+    make_optimizer)."""
+    if cfg.get("optimizer") != "adam" or not cfg.get("weight_decay"):
+        return None
+    return keras.regularizers.L2(cfg["weight_decay"] / 2)  # Keras's L2 is c * sum(w^2)
 
 
 def augmentation_policy(cfg: dict) -> AugmentationParams:
@@ -93,8 +130,9 @@ def make_optimizer(cfg: dict):
         momentum = 0.0 if name == "sgd" else cfg["momentum"]
         optimizer = keras.optimizers.SGD(lr, momentum=momentum, nesterov=name == "nesterov",
                                          weight_decay=decay, **averaging)
-    elif name == "adam":
-        optimizer = keras.optimizers.Adam(lr, weight_decay=decay, **averaging)
+    elif name == "adam":  # its decay is coupled: coupled_l2 in the model
+        optimizer = keras.optimizers.Adam(lr, **averaging)
+        decay = None
     elif name == "adamw":
         optimizer = keras.optimizers.AdamW(lr, weight_decay=decay or 0.0, **averaging)
     elif name == "rmsprop":

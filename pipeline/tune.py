@@ -95,8 +95,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
     ``role``: a ``pipeline.distributed.Role``; a worker only runs the trials the chief hands
     out, the chief serves them and does the rest. ``fixed``: hyperparameters held at these
-    values (searched no more). ``budget_rule``: ``equal_time`` trains by the clock alone (no
-    per-epoch cap in the search, ``final_epochs`` only a bound), pipeline/budget_rule.py."""
+    values (searched no more). ``budget_rule``: ``equal_time`` trains the final model by the
+    clock alone (``final_epochs`` only a bound), pipeline/budget_rule.py."""
     from pipeline import distributed
 
     role = role or distributed.Role("standalone")
@@ -134,7 +134,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     started = time.monotonic()
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
                                      project, started, runs, role, first_values, parallel,
-                                     tried_before, per_epoch_cap=budget_rule != "equal_time")
+                                     tried_before)
     tensorboard = folders.tuning / project / "tensorboard" if params.tracking.tensorboard \
         else None
     search(tuner, t, data, runs, role, family, tensorboard)
@@ -261,18 +261,17 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
 
 def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
                  project: str, started: float, runs: SearchRuns, role, first_values,
-                 parallel: dict, tried_before: set[str] | frozenset = frozenset(),
-                 per_epoch_cap: bool = True):
-    """The family's hypermodel and a tuner over it (resumed if its project exists); trials are
-    capped at the final training's time per image unless ``per_epoch_cap`` is false."""
+                 parallel: dict, tried_before: set[str] | frozenset = frozenset()):
+    """The family's hypermodel and a tuner over it (resumed if its project exists). Trials are
+    budgeted in compute, never by the clock (FamilyHyperModel's ``equal_compute``); the clock
+    bounds the search as a whole, and a trial it cuts short does not compete."""
     from pipeline.search.hypermodel import FamilyHyperModel
     from pipeline.search.tuners import make_tuner
 
     clock = not t.deterministic  # deterministic: counts bound the search, never the clock
     hypermodel = FamilyHyperModel(
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
-        seconds_per_epoch=search_epoch_cap(t, len(data.search_idx), len(data.y_train))
-        if clock and per_epoch_cap else None)
+        equal_compute=True)
     deadline = started + 60 * t.budget_minutes if clock else None
     tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
                        deadline=deadline, runs=runs,
@@ -347,25 +346,28 @@ def tabulate_trials(tuner, family: str, results_dir: Path, runs: SearchRuns, sta
     completed = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
     if not completed:
         runs.finish("FAILED")
+        from pipeline.search.tuners import CUT_BY_BUDGET
+
+        if rows and all(CUT_BY_BUDGET in (r["error"] or "") for r in rows):
+            raise SearchFailed(f"{family} search: no trial finished within tune.budget_minutes "
+                               "(each was cut short by it); raise the budget or lower "
+                               "tune.max_epochs")
         raise SearchFailed(f"{family} search: all {len(rows)} trials failed; first error: "
                            f"{rows[0]['error'] if rows else 'no trial ran'}")
-    best_trial = tuner.oracle.get_best_trials(1)[0]
+    from pipeline.search.oracles import ranked_at_top_rung
+
+    best_trial = ranked_at_top_rung(tuner.oracle.trials.values())[0]
     runs.link_best_trial(best_trial.trial_id)
     runs.log_metrics(runs.parent, {"best_val_accuracy": best_trial.score,
                                    "trials_completed": len(completed),
                                    "trials_failed": len(rows) - len(completed),
+                                   # where the oracle drew its configurations (search/prior.py)
+                                   **{f"draws_{kind}": n for kind, n in
+                                      getattr(tuner.oracle, "draws", {}).items()},
                                    "search_seconds": time.monotonic() - started})
     log.info("%s search: %d trials (%d failed), best val_accuracy %.4f (trial %s)", family,
              len(rows), len(rows) - len(completed), best_trial.score, best_trial.trial_id)
     return best_trial
-
-
-def search_epoch_cap(t, n_search: int, n_train: int) -> float:
-    """Seconds of training one search epoch may take: the final training's rate (its wall-clock
-    cap over its epochs) scaled to the search subset. A configuration too slow to train
-    ``final_epochs`` epochs within ``final_budget_minutes`` is cut short in the search just as
-    it would be in the final training, so the search ranks what the final budget can reach."""
-    return 60 * t.final_budget_minutes / t.final_epochs * n_search / n_train
 
 
 def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: SearchRuns,
@@ -384,6 +386,7 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
     keras.backend.clear_session()
     keras.utils.set_random_seed(t.seed)
     hypermodel.n_train, hypermodel.seed = len(data.y_train), t.seed
+    hypermodel.equal_compute = False  # the final training's budget is its own
     model = hypermodel.build(best_hp)
 
     class _Log(keras.callbacks.Callback):
@@ -474,10 +477,11 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _search_key(family, space_file: Path, tune, data_hash: str, augmentation,
                 run_tags: dict | None = None) -> str:
     """Same space, settings and data: same key, so a rerun resumes instead of starting over."""
-    # the final budget stays in: it sets every trial's time cap (search_epoch_cap)
-    # the seed count is not the search's business (the replicate stage trains the others)
+    # the final training and the seed count are not the search's business (its trials are
+    # budgeted in compute; the replicate stage trains the other seeds)
     settings = tune.model_dump(exclude={"budget_minutes", "max_trials", "per_family",
-                                        "final_seeds"})
+                                        "final_seeds", "final_epochs",
+                                        "final_budget_minutes"})
     blob = json.dumps([family, Path(space_file).read_text(), settings, data_hash,
                        augmentation.model_dump(), run_tags or {}], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -15,11 +15,28 @@ def write(tmp_path, body: str):
     return path
 
 
-@pytest.mark.parametrize("family", ["cnn", "fc"])
-def test_shipped_spaces_are_valid(family):
+@pytest.mark.parametrize(("family", "rate", "decay"), [("cnn", 0.2, 5e-4), ("fc", 0.005, 0.05)])
+def test_shipped_spaces_search_units_and_default_to_the_recipe(family, rate, decay):
+    import keras_tuner as kt
+
+    from pipeline.config import AugmentationParams
+    from pipeline.search.hypermodel import FamilyHyperModel
+
     space = load_space(REPO / "search_spaces" / f"{family}.yaml", family=family,
                        known=known_hyperparameters(family))
-    assert "learning_rate" in space.names() and "optimizer" in space.names()
+    assert {"lr_multiplier", "decay_per_step", "optimizer"} <= set(space.names())
+    hypermodel = FamilyHyperModel(family, space, {"num_classes": 10}, AugmentationParams(),
+                                  n_train=100)
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    cfg = hypermodel.config(hp)  # the defaults: the first trial
+    assert cfg["learning_rate"] == pytest.approx(rate)
+    assert cfg["weight_decay"] == pytest.approx(decay)
+    # adam is Adam with L2 in the loss; adamw decays beside the gradient: two optimizers
+    hp.values.update(optimizer="adam", lr_multiplier=2.0)
+    cfg = hypermodel.config(hp)
+    assert cfg["learning_rate"] == pytest.approx(0.01)
+    assert cfg["weight_decay"] == pytest.approx(hp.values["decay_per_step"] / 0.01)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +61,9 @@ def test_shipped_spaces_are_valid(family):
          "hyperparameters.momentum.when", "not a value optimizer can take"),
         ("  dropuot: {type: float, min: 0.0, max: 0.5}\n", "hyperparameters.dropuot",
          "unknown hyperparameter"),
+        ("  learning_rate: {type: fixed, value: 0.1}\n"
+         "  lr_multiplier: {type: float, min: 0.5, max: 2.0}\n",
+         "hyperparameters.lr_multiplier", "give learning_rate or lr_multiplier, not both"),
     ],
 )
 def test_bad_space_entries(tmp_path, body, key, problem):
@@ -81,11 +101,13 @@ def test_show_space_command(tmp_path):
                              "search_spaces/cnn.yaml"], cwd=REPO, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "learning_rate" in result.stdout and "(log)" in result.stdout
-    # every value a trial uses is visible: the searched ones and the fixed defaults
+    assert "lr_multiplier" in result.stdout and "(log)" in result.stdout
+    # every value a trial uses is visible: the searched ones and the fixed defaults; a value
+    # drawn through its unit is neither
     searched, fixed = result.stdout.split("fixed for every trial")
-    assert "  warmup_fraction: 0.2" in fixed and "  aug_rotation: 0.0" in fixed
-    assert "learning_rate" not in fixed and "learning_rate" in searched
+    assert "  ema_momentum: 0.0" in fixed and "  aug_rotation: 0.0" in fixed
+    assert "lr_multiplier" not in fixed and "lr_multiplier" in searched
+    assert "learning_rate" not in result.stdout and "weight_decay" not in result.stdout
     policy = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
                           augmentation={"rotation": 5})
     result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", "--params",

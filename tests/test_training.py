@@ -146,3 +146,23 @@ def test_seed_zero_is_a_fixed_seed():
                                  (HyperbandOracle, {"max_epochs": 3})):
         seed, first = draws(oracle_class, **kwargs)
         assert seed == 0 and draws(oracle_class, **kwargs)[1] == first
+
+
+def test_adam_decays_through_the_loss_and_adamw_beside_the_gradient():
+    from pipeline.config import AugmentationParams
+    from pipeline.models.fc import build_fc
+
+    meta = {"num_classes": 3, "image_shape": [4, 4, 3], "mean": [0.0] * 3, "std": [1.0] * 3}
+    cfg = {"layers": 1, "units": 8, "shrink": 1.0, "batch_norm": True, "activation": "relu",
+           "dropout": 0.0, "weight_decay": 0.04, "learning_rate": 0.01}
+    adam = build_fc({**cfg, "optimizer": "adam"}, 3, meta, AugmentationParams(flip=False))
+    kernels = [w for w in adam.trainable_weights if w.name == "kernel"]
+    assert len(kernels) == 2  # the hidden layer's and the logits'
+    expected = sum(0.02 * float(np.sum(np.square(np.array(k)))) for k in kernels)
+    assert float(sum(keras.ops.convert_to_numpy(x) for x in adam.losses)) == \
+        pytest.approx(expected, rel=1e-5)  # L2 in the loss: its gradient is 0.04 w
+    assert make_optimizer({**CFG, **cfg, "optimizer": "adam"}).weight_decay is None
+    adamw = build_fc({**cfg, "optimizer": "adamw"}, 3, meta, AugmentationParams(flip=False))
+    assert adamw.losses == []
+    assert make_optimizer({**CFG, **cfg, "optimizer": "adamw"}).weight_decay == \
+        pytest.approx(0.04)

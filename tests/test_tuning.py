@@ -115,8 +115,8 @@ def test_all_trials_failed_is_an_error_not_a_success(tmp_path, tiny_prepared, mo
 
 
 def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
-    budget_s = 4.0
-    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=3,
+    budget_s = 8.0  # the first trial (one epoch) finishes inside it; the last one is cut
+    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=1,
                budget_minutes=budget_s / 60)
     _, parents, children = runs(tmp_path)
     search_start = parents[0].info.start_time / 1000
@@ -128,17 +128,20 @@ def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
     assert len(rows) == len(children)
 
 
-def test_the_running_trial_ends_cleanly_when_the_budget_is_spent(tmp_path, tiny_prepared,
-                                                                   monkeypatch):
-    # one trial of up to 40 epochs cannot finish within 4 seconds: the deadline ends it
-    run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=40,
-               patience=50, budget_minutes=4 / 60)
+def test_a_trial_the_budget_cuts_short_ends_cleanly_and_does_not_compete(
+        tmp_path, tiny_prepared, monkeypatch):
+    # one trial of up to 40 epochs cannot finish within 4 seconds: the deadline ends it, and a
+    # shorter run than its rung's is not scored against the others
+    with pytest.raises(UserError, match="no trial finished within tune.budget_minutes"):
+        run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=40,
+                   patience=50, budget_minutes=4 / 60)
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     assert len(rows) == 1
-    assert rows[0]["status"] == "COMPLETED" and rows[0]["stopped_by_budget"] == "True"
+    assert rows[0]["status"] == "FAILED" and rows[0]["stopped_by_budget"] == "True"
+    assert rows[0]["score"] == "" and "cut short" in rows[0]["error"]
     assert 1 <= int(rows[0]["epochs_run"]) < 40
     _, _, children = runs(tmp_path)
-    assert children[0].info.status == "FINISHED"
+    assert children[0].info.status == "FAILED"
     assert children[0].data.tags["stopped_by_budget"] == "True"
 
 

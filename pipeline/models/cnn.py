@@ -14,6 +14,7 @@ from keras import layers
 
 from pipeline.models.stem import input_stem
 from pipeline.models.whitening import whitening_kernel
+from pipeline.training import coupled_l2
 
 CNN_DEFAULTS = {
     "stages": 3,
@@ -37,7 +38,8 @@ CNN_DEFAULTS = {
 
 def _conv(x, filters: int, cfg: dict, name: str):
     x = layers.Conv2D(filters, cfg["kernel_size"], padding="same",
-                      use_bias=not cfg["batch_norm"], name=f"{name}_conv")(x)
+                      use_bias=not cfg["batch_norm"], kernel_regularizer=coupled_l2(cfg),
+                      name=f"{name}_conv")(x)
     if cfg["batch_norm"]:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation(cfg["activation"], name=f"{name}_act")(x)
@@ -77,11 +79,13 @@ def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
     if cfg["dropout"]:
         x = layers.Dropout(cfg["dropout"], name="head_dropout")(x)
     if cfg["dense_units"]:
-        x = layers.Dense(cfg["dense_units"], activation=cfg["activation"], name="head_dense")(x)
+        x = layers.Dense(cfg["dense_units"], activation=cfg["activation"],
+                         kernel_regularizer=coupled_l2(cfg), name="head_dense")(x)
         if cfg["dropout"]:
             x = layers.Dropout(cfg["dropout"], name="dense_dropout")(x)
     # logits stay float32 under mixed precision
-    x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    x = layers.Dense(num_classes, dtype="float32", kernel_regularizer=coupled_l2(cfg),
+                     name="logits")(x)
     if cfg["logit_scale"] != 1:
         x = layers.Rescaling(cfg["logit_scale"], dtype="float32", name="logit_scale")(x)
     model = keras.Model(inputs, x, name="cnn")

@@ -6,6 +6,7 @@ import keras
 from keras import layers
 
 from pipeline.models.stem import input_stem
+from pipeline.training import coupled_l2
 
 FC_DEFAULTS = {
     "layers": 3,
@@ -23,7 +24,7 @@ def build_fc(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
     width = float(cfg["units"])
     for index in range(cfg["layers"]):
         x = layers.Dense(max(8, int(round(width))), use_bias=not cfg["batch_norm"],
-                         name=f"dense{index + 1}")(x)
+                         kernel_regularizer=coupled_l2(cfg), name=f"dense{index + 1}")(x)
         if cfg["batch_norm"]:
             x = layers.BatchNormalization(name=f"bn{index + 1}")(x)
         x = layers.Activation(cfg["activation"], name=f"act{index + 1}")(x)
@@ -31,5 +32,6 @@ def build_fc(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
             x = layers.Dropout(cfg["dropout"], name=f"dropout{index + 1}")(x)
         width *= cfg["shrink"]
     # logits stay float32 under mixed precision
-    x = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    x = layers.Dense(num_classes, dtype="float32", kernel_regularizer=coupled_l2(cfg),
+                     name="logits")(x)
     return keras.Model(inputs, x, name="fc")

@@ -13,15 +13,18 @@ from pipeline.spaces import SearchSpace
 from pipeline.training import (
     AUGMENTATION_HPS,
     RECIPE_DEFAULTS,
+    UNIT_HPS,
     augmentation_policy,
     averaging_callbacks,
     budget_schedule,
     compile_model,
+    resolve_units,
 )
 
 
 def known_hyperparameters(family: str) -> set[str]:
-    return set(RECIPE_DEFAULTS) | set(AUGMENTATION_HPS) | set(FAMILIES[family].defaults)
+    return (set(RECIPE_DEFAULTS) | set(AUGMENTATION_HPS) | UNIT_HPS
+            | set(FAMILIES[family].defaults))
 
 
 def trial_defaults(family: str, policy: AugmentationParams) -> dict:
@@ -33,15 +36,21 @@ def trial_defaults(family: str, policy: AugmentationParams) -> dict:
 
 class FamilyHyperModel(kt.HyperModel):
     """Builds and compiles one family's model from a declarative space plus defaults, and
-    trains it under a budget: ``epochs`` over ``n_train`` images, capped at
-    ``seconds_per_epoch`` of training per epoch when set, with a schedule that ends exactly
-    where the budget does."""
+    trains it under a budget: ``epochs`` over ``n_train`` images, with a schedule that ends
+    exactly where the budget does.
+
+    ``equal_compute`` (a search's trials): no configuration gets more compute than the
+    space's defaults at the same rung; a costlier one (forward FLOPs per image,
+    pipeline/models/flops.py) trains on proportionally fewer images, as the final training's
+    clock would cut it. The budget is then a count, the same on a busy machine or an idle one.
+    """
 
     def __init__(self, family: str, space: SearchSpace, meta: dict, policy: AugmentationParams,
-                 n_train: int, seconds_per_epoch: float | None = None, seed: int | None = None):
+                 n_train: int, seed: int | None = None, equal_compute: bool = False):
         super().__init__(name=family)
         self.family, self.space, self.meta, self.seed = family, space, meta, seed
-        self.n_train, self.seconds_per_epoch = n_train, seconds_per_epoch
+        self.n_train, self.equal_compute = n_train, equal_compute
+        self._reference_flops = None
         self.builder = FAMILIES[family].builder
         self.defaults = trial_defaults(family, policy)
         self.last_schedule = None
@@ -50,15 +59,17 @@ class FamilyHyperModel(kt.HyperModel):
         self.space.declare(hp)
 
     def config(self, hp) -> dict:
-        """Every hyperparameter the builder reads: the space's values over the defaults."""
-        return {**self.defaults, **self.space.declare(hp)}
+        """Every hyperparameter the builder reads: the space's values over the defaults, with
+        the rate and decay worked out from their units (training.resolve_units)."""
+        return resolve_units({**self.defaults, **self.space.declare(hp)})
 
     def logged_config(self, hp) -> dict:
         """What a trial's run shows: every value it trains with, except a searched value whose
         condition this trial does not meet (momentum for Adam), which would mislead."""
         active = self.space.declare(hp)
         inactive = set(self.space.names()) - set(active)
-        return {k: v for k, v in {**self.defaults, **active}.items() if k not in inactive}
+        return {k: v for k, v in resolve_units({**self.defaults, **active}).items()
+                if k not in inactive}
 
     def build(self, hp):
         cfg = self.config(hp)
@@ -67,15 +78,24 @@ class FamilyHyperModel(kt.HyperModel):
                              seed=self.seed)
         return compile_model(model, cfg)
 
+    def compute_share(self, model) -> float:
+        """The share of a rung's images ``model`` may train on: 1 up to the defaults' cost per
+        image, less in proportion above it."""
+        from pipeline.models.flops import forward_flops
+
+        if self._reference_flops is None:
+            self._reference_flops = forward_flops(self.build(kt.HyperParameters()))
+        return min(1.0, self._reference_flops / max(forward_flops(model), 1))
+
     def fit(self, hp, model, *args, epochs: int = 1, seconds: float | None = None,
             callbacks=(), **kwargs):
         """Trains from epoch 0 for ``epochs`` (a Hyperband rung restarts from scratch with a
         complete schedule for its own budget, so its score is that of a whole run)."""
         kwargs.pop("initial_epoch", None)
         cfg = self.config(hp)
-        if seconds is None and self.seconds_per_epoch:
-            seconds = self.seconds_per_epoch * epochs
         steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
+        if self.equal_compute:
+            steps = max(1, round(steps * self.compute_share(model)))
         self.last_schedule = budget_schedule(cfg, steps, seconds)
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
                          callbacks=[*averaging_callbacks(cfg), *callbacks, self.last_schedule],

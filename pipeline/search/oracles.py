@@ -1,5 +1,6 @@
 """Oracles (KerasTuner's proposers of configurations) with the search's controls: a trial cap,
-a wall-clock budget and warm-start trials, all given at construction."""
+a wall-clock budget, warm-start trials and draws around a prior (search/prior.py), all given
+at construction."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import logging
 import time
 
 import keras_tuner as kt
+import numpy as np
+
+from pipeline.search import prior as priors
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +25,24 @@ class SearchControlMixin:
     (``deadline``, a ``time.monotonic()`` value) is spent; a trial interrupted by a kill and
     queued for a retry is not new, and still runs. ``_random_values`` is where every built-in
     oracle draws a fresh configuration; the first draws come from ``first_values`` (the space's
-    defaults, or a champion's values), filled in with defaults.
+    defaults, or a champion's values), filled in with defaults. With ``sampling="prior"`` the
+    later draws mix uniform ones with draws around the first configuration (the prior) and
+    around the best trial so far (search/prior.py); ``"uniform"``: KerasTuner's own.
     """
 
     budget_spent = False
 
     def __init__(self, *args, trial_cap: int | None = None, deadline: float | None = None,
                  first_values: list[dict] | None = None, seed: int | None = None,
-                 tried_before: set[str] | frozenset = frozenset(), **kwargs):
+                 tried_before: set[str] | frozenset = frozenset(), sampling: str = "prior",
+                 **kwargs):
         super().__init__(*args, seed=seed, **kwargs)
         self.trial_cap, self.deadline = trial_cap, deadline
         self.tried_before = set(tried_before)  # config_digest of every earlier search's trials
         self.first_values = [dict(v) for v in (first_values or [])]
+        self.prior = dict(self.first_values[0]) if self.first_values else {}
+        self.sampling = sampling
+        self.draws: dict[str, int] = {}  # how many draws of each kind (the search run logs it)
         if seed is not None:  # KerasTuner reads a seed of 0 as "draw one at random"
             self.seed = self._seed_state = seed
 
@@ -58,20 +68,78 @@ class SearchControlMixin:
                     hps.values[hp.name] = value if _admits(hp, value) else hp.default
             if not super()._duplicate(hps.values):  # a warm start may repeat an old search
                 return hps.values
+        kind = self._draw_kind()
+        if kind != "uniform":
+            space = self.hyperparameters.space
+            centre = self.prior if kind == "prior" else self._ranked_at_top_rung()[0]
+            for attempt in range(20):
+                values = priors.draw_around(space, centre, kind, self._rng(1, attempt))
+                if not self._duplicate(values):
+                    self.draws[kind] = self.draws.get(kind, 0) + 1
+                    return values
+        self.draws["uniform"] = self.draws.get("uniform", 0) + 1
         return super()._random_values()
 
+    def _draw_kind(self) -> str:
+        """Uniform, prior or incumbent, with search/prior.py's weights for this bracket."""
+        if self.sampling != "prior":
+            return "uniform"
+        ranked = self._ranked_at_top_rung()
+        # every trial of a random or Bayesian search runs at the top fidelity
+        rung, eta = priors.TOP_RUNG, getattr(self, "factor", 3)
+        if hasattr(self, "_current_bracket"):  # Hyperband: bracket 0 starts at the top rung
+            rung = self._get_num_brackets() - 1 - self._current_bracket
+        weights = priors.mixture_weights(rung, eta, self.hyperparameters.space, self.prior,
+                                         ranked[0] if ranked else None, ranked)
+        kinds = list(weights)
+        return kinds[self._rng(0, 0).choice(len(kinds), p=[weights[k] for k in kinds])]
+
+    def _rng(self, purpose: int, attempt: int) -> np.random.Generator:
+        """A generator for one draw: a function of the search seed and the draw's place, so a
+        resumed search draws what an uninterrupted one would, and seeds 0 and 1 differ (a
+        counter started at the seed would give them the same stream shifted by one)."""
+        return np.random.default_rng([self.seed or 0, len(self.trials), purpose, attempt])
+
+    def _ranked_at_top_rung(self) -> list[dict]:
+        """The values of the completed trials at the highest rung any reached, best first
+        (scores are compared within a rung only)."""
+        return [t.hyperparameters.values for t in ranked_at_top_rung(self.trials.values())]
+
     def _duplicate(self, values) -> bool:
-        """KerasTuner redraws a configuration this search tried; this redraws one an earlier
-        search tried too (a retune explores, it does not repeat the last night)."""
-        return super()._duplicate(values) or config_digest(values) in self.tried_before
+        """KerasTuner redraws a configuration this search tried; this redraws one close to a
+        trial of this search or of an earlier one (config_digest rounds numbers: a retune
+        explores, it does not repeat the last night with a rate 1% higher)."""
+        if super()._duplicate(values):
+            return True
+        digest = config_digest(values)
+        return digest in self.tried_before or any(
+            digest == config_digest(t.hyperparameters.values) for t in self.trials.values())
+
+
+def ranked_at_top_rung(trials) -> list:
+    """Completed, scored trials at the highest rung (``tuner/epochs``) any of them reached,
+    best first: a 1-epoch score is never ranked against a 3-epoch one."""
+    done = [t for t in trials if t.status == "COMPLETED" and t.score is not None]
+    if not done:
+        return []
+    top = max(t.hyperparameters.values.get("tuner/epochs", 0) for t in done)
+    at_top = [t for t in done if t.hyperparameters.values.get("tuner/epochs", 0) == top]
+    return sorted(at_top, key=lambda t: t.score, reverse=True)
 
 
 def config_digest(values: dict) -> str:
     """A configuration's identity across searches: a digest of its active searched values
-    (KerasTuner's ``tuner/*`` bookkeeping left out)."""
-    searched = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    (KerasTuner's ``tuner/*`` bookkeeping left out), numbers to two significant digits, so
+    that configurations this close count as the same one."""
+    searched = {k: _two_digits(v) for k, v in values.items() if not k.startswith("tuner/")}
     text = json.dumps(searched, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _two_digits(value):
+    if isinstance(value, float):
+        return float(f"{value:.2g}")
+    return value
 
 
 def _admits(hp, value) -> bool:
@@ -111,13 +179,15 @@ class HyperbandOracle(SearchControlMixin, kt.oracles.HyperbandOracle):
 
 def make_oracle(kind: str, *, max_trials: int, max_epochs: int, hyperband_factor: int,
                 seed: int, max_consecutive_failures: int, deadline: float | None,
-                first_values: list[dict], tried_before: set[str] | frozenset = frozenset()):
+                first_values: list[dict], tried_before: set[str] | frozenset = frozenset(),
+                sampling: str = "prior"):
     """The oracle of a search of the given kind (hyperband | bayesian | random);
-    ``tried_before``: digests of configurations earlier searches tried, not to be drawn."""
+    ``tried_before``: digests of configurations earlier searches tried, not to be drawn;
+    ``sampling``: prior | uniform (SearchControlMixin)."""
     common = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                   max_consecutive_failed_trials=max_consecutive_failures,
                   max_retries_per_trial=0, trial_cap=max_trials, deadline=deadline,
-                  first_values=first_values, tried_before=tried_before)
+                  first_values=first_values, tried_before=tried_before, sampling=sampling)
     if kind == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
     if kind == "bayesian":

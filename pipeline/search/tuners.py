@@ -14,7 +14,8 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
         on_trial_begin(trial)       * progress line: trial N of at most M, best so far, budget
         run_trial(trial)            * child run in MLflow (tagged with the configuration's
                                       digest); exceptions -> FailedTrialError;
-                                      NaN loss -> FailedTrialError
+                                      NaN loss, or cut short by the search's
+                                      deadline -> FailedTrialError (never scored)
           _build_and_fit_model()    * seed from (search seed, trial id); add TerminateOnNaN,
                                       deadline and initial-weights callbacks; drop
                                       KerasTuner's per-epoch checkpoint (nothing reads it)
@@ -52,6 +53,7 @@ from pipeline.training import (
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "trial_summary.json"
+CUT_BY_BUDGET = "cut short by the search's wall-clock budget: not scored"
 
 
 @dataclass
@@ -152,6 +154,8 @@ class TrackedTunerMixin:
         losses = [h.history.get("loss", []) for h in histories if hasattr(h, "history")]
         if _nan_in(losses):
             raise kt.errors.FailedTrialError("NaN or infinite loss: training diverged")
+        if self._trials[trial_id].deadline.hit:  # a shorter run than its rung's: not comparable
+            raise kt.errors.FailedTrialError(CUT_BY_BUDGET)
         return histories
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
@@ -286,7 +290,7 @@ def make_tuner(settings, hypermodel: FamilyHyperModel, *, directory, project_nam
         hyperband_factor=settings.hyperband_factor, seed=settings.seed,
         max_consecutive_failures=settings.max_consecutive_failures, deadline=deadline,
         first_values=first_values if first_values is not None else [{}],
-        tried_before=tried_before)
+        tried_before=tried_before, sampling=settings.sampling)
     tuner_class = TrackedHyperband if settings.tuner == "hyperband" else TrackedTuner
     return tuner_class(
         oracle=oracle, hypermodel=hypermodel, directory=str(directory),
