@@ -40,7 +40,8 @@ from pipeline.tracking.search_runs import SearchRuns
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ["trial_id", "status", "score", "epochs_run", "best_epoch", "seconds",
                  "seconds_per_epoch", "trainable_params", "stopped_by_budget", "ended_by",
-                 "schedule_progress", "steps", "trained_seconds", "initial_weights", "error"]
+                 "schedule_progress", "steps", "compute_share", "trained_seconds",
+                 "initial_weights", "error"]
 
 
 class SearchFailed(UserError):

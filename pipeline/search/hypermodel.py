@@ -51,6 +51,7 @@ class FamilyHyperModel(kt.HyperModel):
         self.family, self.space, self.meta, self.seed = family, space, meta, seed
         self.n_train, self.equal_compute = n_train, equal_compute
         self._reference_flops = None
+        self.last_compute_share = 1.0  # the share of its rung's images the last fit got
         self.builder = FAMILIES[family].builder
         self.defaults = trial_defaults(family, policy)
         self.last_schedule = None
@@ -94,8 +95,8 @@ class FamilyHyperModel(kt.HyperModel):
         kwargs.pop("initial_epoch", None)
         cfg = self.config(hp)
         steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
-        if self.equal_compute:
-            steps = max(1, round(steps * self.compute_share(model)))
+        self.last_compute_share = self.compute_share(model) if self.equal_compute else 1.0
+        steps = max(1, round(steps * self.last_compute_share))
         self.last_schedule = budget_schedule(cfg, steps, seconds)
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
                          callbacks=[*averaging_callbacks(cfg), *callbacks, self.last_schedule],

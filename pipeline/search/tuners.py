@@ -230,6 +230,7 @@ class TrackedTunerMixin:
             "seconds": float(sum(seconds)),
             "stopped_by_budget": bool(state and state.deadline.hit),
             **(schedule.summary() if schedule is not None and history else {}),
+            "compute_share": round(self.hypermodel.last_compute_share, 4),
             "initial_weights": state.initial_weights.digest if state else None,
             "error": error[0] if error else "",
             "history": history,
