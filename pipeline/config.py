@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.data.catalog import DATASETS
 from pipeline.errors import MISSING, ConfigError
@@ -99,6 +99,12 @@ class TuneParams(Section):
     max_epochs: Annotated[int, Field(ge=1)] = 4  # most epochs one trial trains
     hyperband_factor: Annotated[int, Field(ge=2)] = 3
     patience: Annotated[int, Field(ge=1)] = 2  # early stopping on val_loss, best weights kept
+    # noise-aware selection (pipeline/search/selection.py): when a challenger beats the first
+    # trial, the confirm_top best challengers at the top rung and the first trial are trained
+    # again with confirm_seeds paired seeds, and a challenger wins only by more than their
+    # noise. 0: off (the best single trial is taken)
+    confirm_seeds: Annotated[int, Field(ge=0, le=10)] = 0
+    confirm_top: Annotated[int, Field(ge=1, le=5)] = 2
     budget_minutes: Annotated[float, Field(gt=0)] = 10.0  # wall clock of one family's search
     search_train_per_class: Annotated[int, Field(ge=1)] | None = None  # subset for the search
     # The budget rule of both families: the final training runs final_epochs epochs or
@@ -119,6 +125,13 @@ class TuneParams(Section):
     # off: one device
     data_parallel: Literal["auto", "on", "off"] = "auto"
     per_family: dict[FamilyName, FamilyOverrides] = {}
+
+    @field_validator("confirm_seeds")
+    @classmethod
+    def _paired(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("should be 0 (off) or at least 2: one seed has no spread")
+        return value
 
     def for_family(self, family: str) -> TuneParams:
         """These settings with the family's overrides applied."""

@@ -146,6 +146,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
 
     step("tabulating the trials")
     best_trial = tabulate_trials(tuner, family, folders.results, runs, started)
+    best_trial, selection = confirm_pick(tuner, hypermodel, best_trial, data, t, runs,
+                                         folders.results / family / "trials.csv")
     search_seconds = time.monotonic() - started
 
     step("training the best configuration (trial %s) on all %d training images",
@@ -161,7 +163,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
             "hyperparameters": {k: _plain(v) for k, v in
                                 hypermodel.config(best_trial.hyperparameters).items()},
             "final": final, "precision": precision, "budget_rule": budget_rule,
-            "search_seconds": round(search_seconds, 1), "mlflow_parent_run": runs.parent_id}
+            "search_seconds": round(search_seconds, 1), "mlflow_parent_run": runs.parent_id,
+            **({"selection": selection} if selection else {})}
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")
     return best
@@ -369,6 +372,70 @@ def tabulate_trials(tuner, family: str, results_dir: Path, runs: SearchRuns, sta
     log.info("%s search: %d trials (%d failed), best val_accuracy %.4f (trial %s)", family,
              len(rows), len(rows) - len(completed), best_trial.score, best_trial.trial_id)
     return best_trial
+
+
+def confirm_pick(tuner, hypermodel, best_trial, data: SearchData, t: TuneParams,
+                 runs: SearchRuns, trials_csv: Path):
+    """Noise-aware selection (search/selection.py): when a challenger beat the first trial and
+    ``tune.confirm_seeds`` asks for it, the ``confirm_top`` best challengers at the top rung
+    and the first trial train again like a top-rung trial with the same seeds, and the rule
+    decides. Returns the trial to train in full and the decision (None when nothing was
+    confirmed); the paired scores go to trials.csv and the search's parent run."""
+    from pipeline.search.oracles import ranked_at_top_rung
+    from pipeline.search.selection import choose
+
+    trials = tuner.oracle.trials
+    first = trials[min(trials)]
+    if t.confirm_seeds < 2 or best_trial.trial_id == first.trial_id or \
+            first.status != "COMPLETED":
+        return best_trial, None
+    challengers = [trial for trial in ranked_at_top_rung(trials.values())
+                   if trial.trial_id != first.trial_id][:t.confirm_top]
+    log.info("confirming trial %s against trial %s (the first) on %d paired seeds",
+             ", ".join(c.trial_id for c in challengers), first.trial_id, t.confirm_seeds)
+    paired = {trial.trial_id: [_paired_score(hypermodel, trial.hyperparameters, data, t, i)
+                               for i in range(t.confirm_seeds)]
+              for trial in [first, *challengers]}
+    decision = {**choose(first.trial_id, paired), "paired_scores": paired}
+    log.info("selection: trial %s (challenger %s: mean paired gain %+.4f, margin %.4f)",
+             decision["chosen"], decision["challenger"], decision["gain_mean"],
+             decision["margin"])
+    runs.log_metrics(runs.parent, {"paired_gain_mean": decision["gain_mean"],
+                                   "paired_margin": decision["margin"]})
+    runs.log_params(runs.parent, {"selection": decision["chosen"],
+                                  "selection_rule": decision["rule"]})
+    _add_paired_columns(trials_csv, paired)
+    return trials[decision["chosen"]], decision
+
+
+def _paired_score(hypermodel, hp, data: SearchData, t: TuneParams, index: int) -> float:
+    """One top-rung training of a configuration with the ``index``-th paired seed (the same
+    initial draws, data order and augmentation draws for every configuration)."""
+    import keras
+
+    from pipeline.training import early_stopping, trial_seed
+
+    keras.backend.clear_session()
+    seed = trial_seed(t.seed, f"paired-{index}")
+    keras.utils.set_random_seed(seed)
+    hypermodel.seed = seed
+    model = hypermodel.build(hp)
+    history = hypermodel.fit(hp, model, data.x_train[data.search_idx],
+                             data.y_train[data.search_idx], epochs=t.max_epochs,
+                             validation_data=(data.x_val, data.y_val), verbose=0,
+                             callbacks=[early_stopping(t.patience)])
+    scores = [v for v in history.history.get("val_accuracy", []) if math.isfinite(v)]
+    return round(max(scores), 4) if scores else 0.0
+
+
+def _add_paired_columns(path: Path, paired: dict[str, list[float]]) -> None:
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        scores = paired.get(row["trial_id"])
+        row["paired_scores"] = " ".join(f"{s:.4f}" for s in scores) if scores else ""
+        row["paired_mean"] = round(sum(scores) / len(scores), 4) if scores else ""
+    _write_csv(path, rows)
 
 
 def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: SearchRuns,
