@@ -166,3 +166,69 @@ def test_adam_decays_through_the_loss_and_adamw_beside_the_gradient():
     assert adamw.losses == []
     assert make_optimizer({**CFG, **cfg, "optimizer": "adamw"}).weight_decay == \
         pytest.approx(0.04)
+
+
+def test_one_update_shows_adam_l2_and_adamw_apart():
+    """Inputs of zero give the first kernel no gradient from the data. AdamW then only decays
+    it, by rate x decay x w; Adam's L2 gradient goes through Adam's scaling, so its first step
+    moves every weight by about the rate, whatever the weight's size."""
+    from pipeline.config import AugmentationParams
+    from pipeline.models.fc import build_fc
+
+    meta = {"num_classes": 3, "image_shape": [4, 4, 3], "mean": [0.0] * 3, "std": [1.0] * 3}
+    cfg = {**CFG, "layers": 1, "units": 8, "shrink": 1.0, "batch_norm": True,
+           "activation": "relu", "dropout": 0.0, "weight_decay": 0.1, "learning_rate": 0.001,
+           "schedule": "constant"}
+    moved = {}
+    for name in ("adam", "adamw"):
+        model = compile_model(build_fc({**cfg, "optimizer": name}, 3, meta,
+                                       AugmentationParams(flip=False, crop_padding=0),
+                                       seed=0), {**cfg, "optimizer": name})
+        kernel = model.get_layer("dense1").kernel
+        before = np.array(kernel)
+        model.train_on_batch(np.zeros((8, 32, 32, 3), "float32"), np.arange(8) % 3)
+        moved[name] = (before, np.array(kernel) - before)
+    before, step = moved["adamw"]
+    np.testing.assert_allclose(step, -0.001 * 0.1 * before, rtol=1e-3, atol=1e-9)
+    before, step = moved["adam"]
+    # Adam's first step is rate x g / (|g| + eps'), g = 0.1 w the L2 gradient, eps' = Keras's
+    # epsilon 1e-7 over sqrt(1 - beta_2): about the rate for every weight but the tiniest
+    gradient = 0.1 * before
+    expected = -0.001 * gradient / (np.abs(gradient) + 1e-7 / np.sqrt(1 - 0.999))
+    np.testing.assert_allclose(step, expected, rtol=1e-3, atol=1e-9)
+    assert np.median(np.abs(step)) > 0.0009  # against 0.0001 x |w| for AdamW
+
+
+def test_a_costlier_configuration_gets_its_share_of_the_images():
+    import tempfile
+    from pathlib import Path
+
+    from pipeline.config import AugmentationParams
+    from pipeline.models.flops import forward_flops
+    from pipeline.search.hypermodel import FamilyHyperModel, known_hyperparameters
+    from pipeline.spaces import load_space
+    from tests.conftest import TINY_CNN_SPACE
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "cnn.yaml"
+        path.write_text(TINY_CNN_SPACE)
+        space = load_space(path, "cnn", known_hyperparameters("cnn"))
+    meta = {"num_classes": 10, "image_shape": [32, 32, 3], "mean": [0.5] * 3,
+            "std": [0.25] * 3}
+    hypermodel = FamilyHyperModel("cnn", space, meta, AugmentationParams(), n_train=640,
+                                  equal_compute=True)
+    default_hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(default_hp)
+    default = hypermodel.build(default_hp)
+    wide_hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(wide_hp)
+    wide_hp.values.update(stages=2, base_filters=12)
+    wide = hypermodel.build(wide_hp)
+    assert hypermodel.compute_share(default) == 1.0
+    share = hypermodel.compute_share(wide)
+    assert share == pytest.approx(forward_flops(default) / forward_flops(wide)) and share < 0.7
+    # its trial trains that share of its rung's steps, and its schedule ends there
+    x, y = np.zeros((640, 32, 32, 3), "uint8"), np.arange(640) % 10
+    hypermodel.fit(wide_hp, wide, x, y, epochs=2, verbose=0)
+    assert hypermodel.last_schedule.steps == round(2 * 10 * share)
+    assert hypermodel.last_schedule.summary()["ended_by"] == "steps"
