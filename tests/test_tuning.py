@@ -115,7 +115,7 @@ def test_all_trials_failed_is_an_error_not_a_success(tmp_path, tiny_prepared, mo
 
 
 def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
-    budget_s = 8.0  # the first trial (one epoch) finishes inside it; the last one is cut
+    budget_s = 20.0  # the first trial (one epoch) finishes inside it; the last one is cut
     run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=50, max_epochs=1,
                budget_minutes=budget_s / 60)
     _, parents, children = runs(tmp_path)
