@@ -15,7 +15,8 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
         run_trial(trial)            * child run in MLflow (tagged with the configuration's
                                       digest); exceptions -> FailedTrialError;
                                       NaN loss, or cut short by the search's
-                                      deadline -> FailedTrialError (never scored)
+                                      deadline once another trial is scored ->
+                                      FailedTrialError
           _build_and_fit_model()    * seed from (search seed, trial id); add TerminateOnNaN,
                                       deadline and initial-weights callbacks; drop
                                       KerasTuner's per-epoch checkpoint (nothing reads it)
@@ -154,9 +155,17 @@ class TrackedTunerMixin:
         losses = [h.history.get("loss", []) for h in histories if hasattr(h, "history")]
         if _nan_in(losses):
             raise kt.errors.FailedTrialError("NaN or infinite loss: training diverged")
-        if self._trials[trial_id].deadline.hit:  # a shorter run than its rung's: not comparable
+        # a shorter run than its rung's never outranks a whole one; the only trial, though,
+        # keeps its score (stopped_by_budget says so), or the search would end with nothing
+        if self._trials[trial_id].deadline.hit and self._has_scored_trial():
             raise kt.errors.FailedTrialError(CUT_BY_BUDGET)
         return histories
+
+    def _has_scored_trial(self) -> bool:
+        trials = getattr(self.oracle, "trials", None)  # a worker's oracle is remote: assume so
+        if trials is None:
+            return True
+        return any(t.status == "COMPLETED" and t.score is not None for t in trials.values())
 
     def _build_and_fit_model(self, trial, *args, **kwargs):
         # Added here, after KerasTuner deep-copied the search's callbacks for this trial, so
