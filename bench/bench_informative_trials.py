@@ -55,27 +55,19 @@ def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
 def default_at(result: dict, epochs: int) -> float:
     """The default configuration's score at ``epochs``: its search trial where it ran at
     that rung, else one training like a trial's (same subset, seed of trial 0000)."""
-    import keras
     import keras_tuner as kt
 
-    from pipeline.training import early_stopping, trial_seed
+    from pipeline.training import trial_seed
+    from pipeline.tune import score_like_a_trial
 
     first = result["rows"][0]
     if first["epochs"] == epochs and first["score"] is not None:
         return first["score"]
-    hypermodel, data, t = result["hypermodel"], result["data"], result["t"]
-    keras.backend.clear_session()
-    seed = trial_seed(t.seed, first["trial_id"])
-    keras.utils.set_random_seed(seed)
-    hypermodel.seed = seed
+    hypermodel, t = result["hypermodel"], result["t"]
     hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(hp)
-    model = hypermodel.build(hp)
-    history = hypermodel.fit(hp, model, data.x_train[data.search_idx],
-                             data.y_train[data.search_idx], epochs=epochs,
-                             validation_data=(data.x_val, data.y_val), verbose=0,
-                             callbacks=[early_stopping(t.patience)])
-    return max(history.history["val_accuracy"])
+    return score_like_a_trial(hypermodel, hp, result["data"], t,
+                              trial_seed(t.seed, first["trial_id"]), epochs)
 
 
 def summarise(result: dict) -> dict:

@@ -377,6 +377,7 @@ def confirm_pick(tuner, hypermodel, best_trial, data: SearchData, t: TuneParams,
     confirmed); the paired scores go to trials.csv and the search's parent run."""
     from pipeline.search.oracles import ranked_at_top_rung
     from pipeline.search.selection import choose
+    from pipeline.training import trial_seed
 
     trials = tuner.oracle.trials
     first = trials[min(trials)]
@@ -387,8 +388,9 @@ def confirm_pick(tuner, hypermodel, best_trial, data: SearchData, t: TuneParams,
                    if trial.trial_id != first.trial_id][:t.confirm_top]
     log.info("confirming trial %s against trial %s (the first) on %d paired seeds",
              ", ".join(c.trial_id for c in challengers), first.trial_id, t.confirm_seeds)
-    paired = {trial.trial_id: [_paired_score(hypermodel, trial.hyperparameters, data, t, i)
-                               for i in range(t.confirm_seeds)]
+    seeds = [trial_seed(t.seed, f"paired-{i}") for i in range(t.confirm_seeds)]
+    paired = {trial.trial_id: [score_like_a_trial(hypermodel, trial.hyperparameters, data, t,
+                                                  seed, t.max_epochs) for seed in seeds]
               for trial in [first, *challengers]}
     decision = {**choose(first.trial_id, paired), "paired_scores": paired}
     log.info("selection: trial %s (challenger %s: mean paired gain %+.4f, margin %.4f)",
@@ -402,20 +404,21 @@ def confirm_pick(tuner, hypermodel, best_trial, data: SearchData, t: TuneParams,
     return trials[decision["chosen"]], decision
 
 
-def _paired_score(hypermodel, hp, data: SearchData, t: TuneParams, index: int) -> float:
-    """One top-rung training of a configuration with the ``index``-th paired seed (the same
-    initial draws, data order and augmentation draws for every configuration)."""
+def score_like_a_trial(hypermodel, hp, data: SearchData, t: TuneParams, seed: int,
+                       epochs: int) -> float:
+    """A configuration trained as a search trial of ``epochs`` is (search subset, compute
+    share, early stopping) with ``seed``, which fixes the initial draws, data order and
+    augmentation draws alike for every configuration: its best validation accuracy."""
     import keras
 
-    from pipeline.training import early_stopping, trial_seed
+    from pipeline.training import early_stopping
 
     keras.backend.clear_session()
-    seed = trial_seed(t.seed, f"paired-{index}")
     keras.utils.set_random_seed(seed)
     hypermodel.seed = seed
     model = hypermodel.build(hp)
     history = hypermodel.fit(hp, model, data.x_train[data.search_idx],
-                             data.y_train[data.search_idx], epochs=t.max_epochs,
+                             data.y_train[data.search_idx], epochs=epochs,
                              validation_data=(data.x_val, data.y_val), verbose=0,
                              callbacks=[early_stopping(t.patience)])
     scores = [v for v in history.history.get("val_accuracy", []) if math.isfinite(v)]

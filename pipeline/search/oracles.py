@@ -68,10 +68,9 @@ class SearchControlMixin:
                     hps.values[hp.name] = value if _admits(hp, value) else hp.default
             if not super()._duplicate(hps.values):  # a warm start may repeat an old search
                 return hps.values
-        kind = self._draw_kind()
+        kind, centre = self._draw_kind()
         if kind != "uniform":
             space = self.hyperparameters.space
-            centre = self.prior if kind == "prior" else self._ranked_at_top_rung()[0]
             for attempt in range(20):
                 values = priors.draw_around(space, centre, kind, self._rng(1, attempt))
                 if not self._duplicate(values):
@@ -80,11 +79,12 @@ class SearchControlMixin:
         self.draws["uniform"] = self.draws.get("uniform", 0) + 1
         return super()._random_values()
 
-    def _draw_kind(self) -> str:
-        """Uniform, prior or incumbent, with search/prior.py's weights for this bracket."""
+    def _draw_kind(self) -> tuple[str, dict | None]:
+        """Uniform, prior or incumbent, with search/prior.py's weights for this bracket, and
+        the values to draw around (None for uniform)."""
         if self.sampling != "prior":
-            return "uniform"
-        ranked = self._ranked_at_top_rung()
+            return "uniform", None
+        ranked = [t.hyperparameters.values for t in ranked_at_top_rung(self.trials.values())]
         # every trial of a random or Bayesian search runs at the top fidelity
         rung, eta = priors.TOP_RUNG, getattr(self, "factor", 3)
         if hasattr(self, "_current_bracket"):  # Hyperband: bracket 0 starts at the top rung
@@ -92,18 +92,14 @@ class SearchControlMixin:
         weights = priors.mixture_weights(rung, eta, self.hyperparameters.space, self.prior,
                                          ranked[0] if ranked else None, ranked)
         kinds = list(weights)
-        return kinds[self._rng(0, 0).choice(len(kinds), p=[weights[k] for k in kinds])]
+        kind = kinds[self._rng(0, 0).choice(len(kinds), p=[weights[k] for k in kinds])]
+        return kind, {"prior": self.prior, "incumbent": ranked[0] if ranked else None}.get(kind)
 
     def _rng(self, purpose: int, attempt: int) -> np.random.Generator:
         """A generator for one draw: a function of the search seed and the draw's place, so a
         resumed search draws what an uninterrupted one would, and seeds 0 and 1 differ (a
         counter started at the seed would give them the same stream shifted by one)."""
         return np.random.default_rng([self.seed or 0, len(self.trials), purpose, attempt])
-
-    def _ranked_at_top_rung(self) -> list[dict]:
-        """The values of the completed trials at the highest rung any reached, best first
-        (scores are compared within a rung only)."""
-        return [t.hyperparameters.values for t in ranked_at_top_rung(self.trials.values())]
 
     def _duplicate(self, values) -> bool:
         """KerasTuner redraws a configuration this search tried; this redraws one close to a
