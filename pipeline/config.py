@@ -292,6 +292,7 @@ def _first_error(path: Path, exc: ValidationError) -> ConfigError:
     message = error["msg"]
     if message.startswith("Input should"):
         message = "should" + message[len("Input should") :]
+    message = message.removeprefix("Value error, ")  # a validator's own words
     if error["type"] in ("model_type", "dict_type"):
         message = "should be a mapping of keys to values"
     return ConfigError(path, key, error.get("input", MISSING), message)
