@@ -132,6 +132,24 @@ def test_no_trial_starts_after_the_budget(tmp_path, tiny_prepared, monkeypatch):
             assert row["status"] == "FAILED" and "cut short" in row["error"]
 
 
+def test_a_trial_predicted_to_overrun_the_budget_does_not_start(tmp_path, tiny_prepared,
+                                                                 monkeypatch, caplog):
+    # each finished trial reports its seconds to the oracle; here they are read as a thousand
+    # times longer, so the second trial is predicted to overrun a 5-minute budget: the search
+    # ends after the first, with nothing cut short and no minute spent on a lost trial
+    from pipeline.search.oracles import SearchControlMixin
+
+    record = SearchControlMixin.record_trial_seconds
+    monkeypatch.setattr(SearchControlMixin, "record_trial_seconds",
+                        lambda self, seconds, epochs: record(self, 1000 * seconds, epochs))
+    with caplog.at_level(logging.INFO, logger="pipeline.search.oracles"):
+        run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=10, max_epochs=1,
+                   budget_minutes=5)
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert [(r["status"], r["stopped_by_budget"]) for r in rows] == [("COMPLETED", "False")]
+    assert "no new trial will start" in caplog.text
+
+
 def test_the_only_trial_the_budget_cuts_short_ends_cleanly_and_keeps_its_score(
         tmp_path, tiny_prepared, monkeypatch):
     # one trial of up to 40 epochs cannot finish within 4 seconds: the deadline ends it; with

@@ -4,6 +4,7 @@ at construction."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -28,16 +29,24 @@ class SearchControlMixin:
     defaults, or a champion's values), filled in with defaults. With ``sampling="prior"`` the
     later draws mix uniform ones with draws around the first configuration (the prior) and
     around the best trial so far (search/prior.py); ``"uniform"``: KerasTuner's own.
+
+    A trial that cannot finish before the deadline does not start: its length is predictable,
+    since trials are budgeted in compute (a rung's epochs cost about what the defaults' do),
+    from ``seconds_per_epoch``, the costliest finished trial so far per epoch of its rung
+    (``record_trial_seconds``). Without that, the last trial would train until the deadline
+    cut it, unscored, and its minutes would be lost. ``trial_epochs``: the epochs of a trial
+    whose oracle sets none (random and Bayesian searches: the search's ``max_epochs``).
     """
 
     budget_spent = False
+    seconds_per_epoch: float | None = None
 
     def __init__(self, *args, trial_cap: int | None = None, deadline: float | None = None,
                  first_values: list[dict] | None = None, seed: int | None = None,
                  tried_before: set[str] | frozenset = frozenset(), sampling: str = "prior",
-                 **kwargs):
+                 trial_epochs: int | None = None, **kwargs):
         super().__init__(*args, seed=seed, **kwargs)
-        self.trial_cap, self.deadline = trial_cap, deadline
+        self.trial_cap, self.deadline, self.trial_epochs = trial_cap, deadline, trial_epochs
         self.tried_before = set(tried_before)  # config_digest of every earlier search's trials
         self.first_values = [dict(v) for v in (first_values or [])]
         self.prior = dict(self.first_values[0]) if self.first_values else {}
@@ -55,7 +64,42 @@ class SearchControlMixin:
                 log.info("budget spent: no new trial will start")
             self.budget_spent = True
             return stopped
-        return super().populate_space(trial_id)
+        before = self._proposal_state()
+        response = super().populate_space(trial_id)
+        if response["status"] != kt.engine.trial.TrialStatus.RUNNING:
+            return response
+        needed, left = self._predicted_seconds(response["values"]), self._seconds_left()
+        if needed is not None and left is not None and needed > left:
+            # undo the proposal (Hyperband has entered it in a bracket), so that a resumed
+            # search with a later deadline proposes the same trial again
+            self.__dict__.update(before)
+            log.info("budget: the next trial needs about %.0f s and %.0f s are left: no new "
+                     "trial will start", needed, left)
+            self.budget_spent = True
+            return stopped
+        return response
+
+    def record_trial_seconds(self, seconds: float, epochs: int) -> None:
+        """A finished trial's wall-clock seconds and its rung's epochs: the prediction keeps
+        the costliest trial's seconds per epoch, so a trial it lets start is not cut."""
+        per_epoch = seconds / max(epochs, 1)
+        self.seconds_per_epoch = max(self.seconds_per_epoch or 0.0, per_epoch)
+
+    def _predicted_seconds(self, values: dict) -> float | None:
+        epochs = values.get("tuner/epochs", self.trial_epochs)
+        if self.seconds_per_epoch is None or epochs is None:
+            return None
+        return self.seconds_per_epoch * epochs
+
+    def _seconds_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _proposal_state(self) -> dict:
+        """What proposing a trial changes in an oracle (KerasTuner's brackets and seed state,
+        the warm-start queue, the draw counts), copied so that a proposal can be undone."""
+        names = ("_brackets", "_current_bracket", "_current_iteration", "_seed_state",
+                 "first_values", "draws")
+        return {n: copy.deepcopy(self.__dict__[n]) for n in names if n in self.__dict__}
 
     def _random_values(self):
         while self.first_values:
@@ -183,7 +227,8 @@ def make_oracle(kind: str, *, max_trials: int, max_epochs: int, hyperband_factor
     common = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                   max_consecutive_failed_trials=max_consecutive_failures,
                   max_retries_per_trial=0, trial_cap=max_trials, deadline=deadline,
-                  first_values=first_values, tried_before=tried_before, sampling=sampling)
+                  first_values=first_values, tried_before=tried_before, sampling=sampling,
+                  trial_epochs=max_epochs)
     if kind == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
     if kind == "bayesian":

@@ -8,7 +8,8 @@ outlive a trial lives in the tuner, per trial, in a ``TrialState``::
       _populate_initial_space()     * declare the space; no discovery builds
       loop:
         oracle.create_trial()
-          populate_space()          o trial cap, wall-clock budget -> STOPPED ends the loop
+          populate_space()          o trial cap, wall-clock budget, a trial predicted not to
+                                      finish before the deadline -> STOPPED ends the loop
           _random_values()          o warm-start values first (defaults or a champion's)
             _duplicate()            o redraw what this or an earlier search tried
         on_trial_begin(trial)       * progress line: trial N of at most M, best so far, budget
@@ -146,6 +147,7 @@ class TrackedTunerMixin:
         run_id = self.runs.start_trial(trial_id, resolved, {
             **self.run_tags, names.CONFIG_DIGEST: config_digest(searched)})
         self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
+        started = time.monotonic()
         try:
             histories = super().run_trial(trial, *args, **kwargs)
         except (kt.errors.FatalError, kt.errors.FailedTrialError):
@@ -159,6 +161,9 @@ class TrackedTunerMixin:
         # keeps its score (stopped_by_budget says so), or the search would end with nothing
         if self._trials[trial_id].deadline.hit and self._has_scored_trial():
             raise kt.errors.FailedTrialError(CUT_BY_BUDGET)
+        if hasattr(self.oracle, "record_trial_seconds"):  # a worker's oracle is remote
+            rung = hp.values.get("tuner/epochs", kwargs.get("epochs", 1))
+            self.oracle.record_trial_seconds(time.monotonic() - started, rung)
         return histories
 
     def _has_scored_trial(self) -> bool:
