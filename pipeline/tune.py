@@ -149,13 +149,18 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     best_trial, selection = confirm_pick(tuner, hypermodel, best_trial, data, t, runs,
                                          folders.results / family / "trials.csv")
     search_seconds = time.monotonic() - started
+    # what the search left of its budget (it stopped because no further trial could finish,
+    # or at its trial cap) is the final training's: the family's minutes are spent on training.
+    # Not under equal_time, whose final budget is the CNN's measured training time itself.
+    unspent = 0.0 if t.deterministic or budget_rule == "equal_time" else \
+        max(0.0, 60 * t.budget_minutes - search_seconds)
 
     step("training the best configuration (trial %s) on all %d training images",
          best_trial.trial_id, len(data.y_train))
     strategy = parallel.get("distribution_strategy")
     with strategy.scope() if strategy else contextlib.nullcontext():
         model, final, history = train_final(hypermodel, best_trial.hyperparameters, data, t,
-                                            runs, family)
+                                            runs, family, extra_seconds=unspent)
 
     step("saving the model and results")
     best = {"family": family, "trial_id": best_trial.trial_id,
@@ -436,10 +441,11 @@ def _add_paired_columns(path: Path, paired: dict[str, list[float]]) -> None:
 
 
 def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: SearchRuns,
-                family: str):
+                family: str, extra_seconds: float = 0.0):
     """Train the best configuration afresh on the whole training split, selected on val, for
-    ``final_epochs`` or ``final_budget_minutes`` of training, whichever ends first (the budget
-    rule both families share); its schedule ends exactly there.
+    ``final_epochs`` or ``final_budget_minutes`` of training (plus ``extra_seconds``, what the
+    search left of its budget), whichever ends first (the budget rule both families share);
+    its schedule ends exactly there.
 
     Logged on the search's parent run as final_* metrics, so its child runs are the trials.
     Returns the model, the final scores and its per-epoch curves.
@@ -459,13 +465,16 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
             runs.log_metrics(runs.parent,
                              {f"final_{k}": float(v) for k, v in (logs or {}).items()}, epoch)
 
+    budget_minutes = t.final_budget_minutes + extra_seconds / 60
+    from_search = f" ({t.final_budget_minutes:g} + {extra_seconds / 60:.1f} the search left)" \
+        if extra_seconds >= 6 else ""
     log.info("final training of the best %s configuration: %d epochs%s", family,
              t.final_epochs, "" if t.deterministic else
-             f" or {t.final_budget_minutes:.1f} min of training, whichever ends first")
+             f" or {budget_minutes:.1f} min of training{from_search}, whichever ends first")
     started = time.monotonic()
     history = hypermodel.fit(best_hp, model, data.x_train, data.y_train,
                              validation_data=(data.x_val, data.y_val), epochs=t.final_epochs,
-                             seconds=None if t.deterministic else 60 * t.final_budget_minutes,
+                             seconds=None if t.deterministic else 60 * budget_minutes,
                              verbose=1 if sys.stdout.isatty() else 2,
                              callbacks=[early_stopping(t.patience + 2),
                                         keras.callbacks.TerminateOnNaN(), _Log()])
@@ -477,7 +486,8 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
              "stopped_by_budget": schedule["ended_by"] == "time",
              "ended_by": schedule["ended_by"], "steps": schedule["steps"],
              "trained_seconds": schedule["trained_seconds"],
-             "epochs_wanted": t.final_epochs, "budget_minutes": t.final_budget_minutes,
+             "epochs_wanted": t.final_epochs, "budget_minutes": round(budget_minutes, 2),
+             "minutes_from_search": round(extra_seconds / 60, 2),
              "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights))}
     if diverged(history) or not math.isfinite(final["val_loss"]):
         runs.finish("FAILED")

@@ -142,12 +142,17 @@ def test_a_trial_predicted_to_overrun_the_budget_does_not_start(tmp_path, tiny_p
     record = SearchControlMixin.record_trial_seconds
     monkeypatch.setattr(SearchControlMixin, "record_trial_seconds",
                         lambda self, seconds, epochs: record(self, 1000 * seconds, epochs))
-    with caplog.at_level(logging.INFO, logger="pipeline.search.oracles"):
-        run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=10, max_epochs=1,
-                   budget_minutes=5)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=10, max_epochs=1,
+                          budget_minutes=5, final_budget_minutes=2)
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
     assert [(r["status"], r["stopped_by_budget"]) for r in rows] == [("COMPLETED", "False")]
     assert "no new trial will start" in caplog.text
+    # the minutes the search left go to the final training (its cap is 2 + what was left)
+    left = 5 - best["search_seconds"] / 60
+    assert best["final"]["minutes_from_search"] == pytest.approx(left, abs=0.02)
+    assert best["final"]["budget_minutes"] == pytest.approx(2 + left, abs=0.02)
+    assert "the search left" in caplog.text
 
 
 def test_the_only_trial_the_budget_cuts_short_ends_cleanly_and_keeps_its_score(
