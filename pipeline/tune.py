@@ -486,7 +486,7 @@ def train_final(hypermodel, best_hp, data: SearchData, t: TuneParams, runs: Sear
              "stopped_by_budget": schedule["ended_by"] == "time",
              "ended_by": schedule["ended_by"], "steps": schedule["steps"],
              "trained_seconds": schedule["trained_seconds"],
-             "epochs_wanted": t.final_epochs, "budget_minutes": round(budget_minutes, 2),
+             "epochs_wanted": t.final_epochs, "budget_minutes": budget_minutes,
              "minutes_from_search": round(extra_seconds / 60, 2),
              "trainable_params": int(sum(math.prod(w.shape) for w in model.trainable_weights))}
     if diverged(history) or not math.isfinite(final["val_loss"]):

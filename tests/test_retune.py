@@ -169,11 +169,11 @@ def test_lock_refuses_a_second_retune_and_a_killed_retune_changes_nothing(tmp_pa
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for(log_path, "trial 2 of", running, timeout=180)
-        started = time.monotonic()
+        # the first holds the lock for its 10-minute search: a second that waited for it
+        # would overrun this timeout (subprocess.TimeoutExpired) instead of exiting 75
         second = retune(tmp_path, *data, timeout=60)
         assert second.returncode == LOCKED, second.stderr
         assert f"another retune is running (pid {running.pid}" in second.stderr
-        assert time.monotonic() - started < 30  # it did not wait for the lock
     finally:
         os.killpg(running.pid, signal.SIGKILL)
         running.wait(timeout=30)
