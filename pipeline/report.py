@@ -287,8 +287,10 @@ def _budget_rule(per_family, cnn_metrics) -> str:
     if not all(finals.values()):
         return ""
     parts = [f"{'CNN' if f == 'cnn' else FAMILY_LABELS[f].lower()}: "
-             f"{final.get('epochs_wanted', '?')} epochs or {final.get('budget_minutes', 0):g} min"
-             + (f" ({final['minutes_from_search']:g} of them left unspent by its search)"
+             f"{final.get('epochs_wanted', '?')} epochs or "
+             f"{round(final.get('budget_minutes', 0), 1):g} min"
+             + (f" ({round(final['minutes_from_search'], 1):g} of them left unspent by its "
+                "search)"
                 if final.get("minutes_from_search", 0) >= 0.1 else "")
              for f, final in finals.items()]
     views = [v for v, on in (("its mirror image", cnn_metrics.get("flip_tta")),
