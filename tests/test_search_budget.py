@@ -39,16 +39,17 @@ def test_a_trial_that_cannot_finish_does_not_start_and_leaves_no_trace(tmp_path,
     _finish(oracle, first)
     oracle.record_trial_seconds(180.0, 3)  # 60 s per epoch of the rung
 
-    oracle.deadline = time.monotonic() + 100  # the next trial (3 epochs) needs ~180 s
+    # the next trial (3 epochs) takes about 180 s; with the margin (1.5), it needs 270 s
+    oracle.deadline = time.monotonic() + 200  # 180 s would fit; 270 do not
     brackets = copy.deepcopy(oracle._brackets)
     with caplog.at_level(logging.INFO, logger="pipeline.search.oracles"):
         refused = oracle.create_trial("tuner0")
     assert refused.status == "STOPPED"
-    assert "needs about 180 s" in caplog.text and "no new trial will start" in caplog.text
+    assert "needs about 270 s" in caplog.text and "no new trial will start" in caplog.text
     assert oracle._brackets == brackets and len(oracle.trials) == 1
 
     oracle.budget_spent = False
-    oracle.deadline = time.monotonic() + 200  # now it fits, and it is the same proposal
+    oracle.deadline = time.monotonic() + 280  # now it fits, and it is the same proposal
     second = oracle.create_trial("tuner0")
     assert second.status == "RUNNING" and second.hyperparameters.values["tuner/epochs"] == 3
     _finish(oracle, second)
@@ -63,7 +64,7 @@ def test_a_shorter_rung_is_predicted_from_the_seconds_per_epoch(tmp_path):
     oracle.record_trial_seconds(150.0, 3)
     oracle.record_trial_seconds(90.0, 3)  # the costliest per epoch is kept: 50 s
     assert oracle.seconds_per_epoch == 50.0
-    oracle.deadline = time.monotonic() + 70  # a 1-epoch trial (50 s) fits, 3 epochs would not
+    oracle.deadline = time.monotonic() + 80  # a 1-epoch trial (75 s) fits, 3 epochs would not
     low = oracle.create_trial("tuner0")
     assert low.status == "RUNNING" and low.hyperparameters.values["tuner/epochs"] == 1
 
@@ -72,8 +73,8 @@ def test_random_search_trials_are_predicted_at_the_searchs_epochs(tmp_path):
     oracle = _oracle(tmp_path, RandomOracle, max_trials=20, trial_epochs=4)
     _finish(oracle, oracle.create_trial("tuner0"))
     oracle.record_trial_seconds(40.0, 4)
-    oracle.deadline = time.monotonic() + 35  # 4 epochs at 10 s: 40 s
+    oracle.deadline = time.monotonic() + 55  # 4 epochs at 10 s: 40 s, 60 s with the margin
     assert oracle.create_trial("tuner0").status == "STOPPED"
     oracle.budget_spent = False
-    oracle.deadline = time.monotonic() + 45
+    oracle.deadline = time.monotonic() + 65
     assert oracle.create_trial("tuner0").status == "RUNNING"

@@ -17,6 +17,13 @@ from pipeline.search import prior as priors
 
 log = logging.getLogger(__name__)
 
+# A trial is admitted only if its predicted seconds times this fit in what is left. Equal
+# compute is not equal seconds: a wider draw at the same FLOPs took 1.34 times the defaults'
+# seconds in a laptop run, and the machine's own epoch times spread about as much. The costs
+# are lopsided: a trial refused gives its minutes to the final training, a trial the deadline
+# cuts loses all of them; so the margin is generous.
+PREDICTION_MARGIN = 1.5
+
 
 class SearchControlMixin:
     """Oracle side of a search. Put it before the oracle class.
@@ -33,8 +40,8 @@ class SearchControlMixin:
     A trial that cannot finish before the deadline does not start: its length is predictable,
     since trials are budgeted in compute (a rung's epochs cost about what the defaults' do),
     from ``seconds_per_epoch``, the costliest finished trial so far per epoch of its rung
-    (``record_trial_seconds``). Without that, the last trial would train until the deadline
-    cut it, unscored, and its minutes would be lost. ``trial_epochs``: the epochs of a trial
+    (``record_trial_seconds``), times ``PREDICTION_MARGIN``. Without that, the last trial
+    would train until the deadline cut it, unscored, and its minutes would be lost. ``trial_epochs``: the epochs of a trial
     whose oracle sets none (random and Bayesian searches: the search's ``max_epochs``).
     """
 
@@ -89,7 +96,7 @@ class SearchControlMixin:
         epochs = values.get("tuner/epochs", self.trial_epochs)
         if self.seconds_per_epoch is None or epochs is None:
             return None
-        return self.seconds_per_epoch * epochs
+        return PREDICTION_MARGIN * self.seconds_per_epoch * epochs
 
     def _seconds_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
