@@ -27,24 +27,29 @@ sys.path.insert(0, str(ROOT))
 
 
 def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
-               workdir: Path) -> dict:
+               workdir: Path, budget_minutes: float = 600.0,
+               first_values: list[dict] | None = None) -> dict:
+    """One search (the tune stage's search step, MLflow off, float32); its trials' rungs and
+    scores. ``first_values``: the prior (default: the space's defaults)."""
     from pipeline import tune
     from pipeline.distributed import Role
     from pipeline.tracking.search_runs import SearchRuns
 
     t = params.tune.for_family(family).model_copy(
-        update={"sampling": sampling, "max_trials": trials, "budget_minutes": 600.0})
+        update={"sampling": sampling, "max_trials": trials, "budget_minutes": budget_minutes})
     data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
     tune.configure_devices(t, family, data, params.augmentation, policy="float32")
     runs = SearchRuns.open(params.tracking.model_copy(update={"uri": "off"}))
     started = time.monotonic()
     hypermodel, tuner = tune.build_search(t, family, data, params.augmentation, workdir,
                                           f"{family}-{sampling}", started, runs,
-                                          Role("standalone"), None, {})
+                                          Role("standalone"), first_values, {})
     tune.search(tuner, t, data, runs, Role("standalone"), family)
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         rows.append({"trial_id": trial_id, "status": str(trial.status),
+                     "values": {k: v for k, v in trial.hyperparameters.values.items()
+                                if not k.startswith("tuner/")},
                      "score": trial.score if trial.status == "COMPLETED" else None,
                      "epochs": trial.hyperparameters.values.get("tuner/epochs", t.max_epochs)})
     return {"sampling": sampling, "rows": rows, "draws": dict(tuner.oracle.draws),
@@ -112,7 +117,7 @@ def main() -> None:
                       f"score {row['score'] if row['score'] is None else round(row['score'], 4)}"
                       f" default at rung {row.get('default_at_rung', '-')}", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(summaries, indent=1) + "\n")
+        Path(args.out).write_text(json.dumps(summaries, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":

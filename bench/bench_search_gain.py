@@ -6,7 +6,10 @@ pick) and retrains under the final budget rule on the whole training split:
    and spread, and the paired difference per seed;
 2. the ``--top`` best distinct configurations of the search, one training each: the Spearman
    rank correlation between their search scores and what the full training reaches
-   (validation and test accuracy).
+   (validation and test accuracy);
+3. with ``--per-rung``: every distinct completed configuration, one training each, and the
+   Spearman correlation (with its p-value) rung by rung, since Hyperband scores its rungs
+   after different numbers of epochs and never compares them with each other.
 
 Every run gets the same budget: ``--epochs`` epochs or ``--minutes`` of training, whichever
 ends first (default: the tune section's rule for the family). Runs one after the other in this
@@ -14,6 +17,7 @@ process; nothing else should run beside it, the budgets being wall clock.
 
     python bench/bench_search_gain.py --family fc --seeds 3 --top 5
     python bench/bench_search_gain.py --family cnn --seeds 2 --top 0 --minutes 4
+    python bench/bench_search_gain.py --family fc --seeds 0 --top 0 --per-rung
 """
 
 from __future__ import annotations
@@ -62,9 +66,57 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
 
 
 def spearman(a: list[float], b: list[float]) -> float:
+    return spearman_with_p(a, b)[0]
+
+
+def spearman_with_p(a: list[float], b: list[float]) -> tuple[float, float]:
     from scipy.stats import spearmanr
 
-    return float(spearmanr(a, b).statistic)
+    result = spearmanr(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+def per_rung_fidelity(trials, values_of, train) -> dict:
+    """Every distinct completed configuration trained once by ``train(values)``; per rung
+    (``hp.tuner/epochs``), the Spearman correlation of the search's scores at that rung with
+    the full training's validation and test accuracy. Validation is the split the search
+    chooses on; test is shown, and chooses nothing."""
+    done = trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
+    rung_column = "hp.tuner/epochs"
+    scores: dict[int, dict[str, float]] = {}
+    configs: dict[str, dict] = {}
+    for _, row in done.sort_values("trial_id").iterrows():
+        values = values_of(row)
+        key = json.dumps(values, sort_keys=True)
+        configs.setdefault(key, {"values": values, "first_trial": row["trial_id"]})
+        rung = int(row[rung_column]) if rung_column in row and not _missing(row[rung_column]) \
+            else 0
+        scores.setdefault(rung, {})[key] = float(row["score"])
+    for n, config in enumerate(configs.values(), 1):
+        config["full"] = train(config["values"])
+        print(f"  [{n}/{len(configs)}] trial {config['first_trial']}: val "
+              f"{config['full']['val_accuracy']:.4f}, test {config['full']['test_accuracy']:.4f}"
+              f" ({config['full']['seconds']:.0f} s)", flush=True)
+    rungs = {}
+    for rung, by_key in sorted(scores.items()):
+        keys = sorted(by_key, key=lambda k: -by_key[k])
+        rows = [{"trial": configs[k]["first_trial"], "search_score": by_key[k],
+                 "val_accuracy": configs[k]["full"]["val_accuracy"],
+                 "test_accuracy": configs[k]["full"]["test_accuracy"]} for k in keys]
+        entry = {"configurations": len(rows), "rows": rows}
+        if len(rows) >= 3:
+            search = [r["search_score"] for r in rows]
+            for split in ("val", "test"):
+                rho, p = spearman_with_p(search, [r[f"{split}_accuracy"] for r in rows])
+                entry[f"spearman_{split}"], entry[f"p_{split}"] = rho, p
+            print(f"  rung {rung} epochs: Spearman vs full training, val "
+                  f"{entry['spearman_val']:+.2f} (p {entry['p_val']:.3f}), test "
+                  f"{entry['spearman_test']:+.2f} (p {entry['p_test']:.3f}), "
+                  f"{len(rows)} configurations", flush=True)
+        rungs[str(rung)] = entry
+    return {"rungs": rungs, "configurations": [
+        {"first_trial": c["first_trial"], "values": c["values"], **c["full"]}
+        for c in configs.values()]}
 
 
 def main() -> int:
@@ -86,6 +138,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--top", type=int, default=5, help="configurations for the rank "
                         "correlation (0: skip)")
+    parser.add_argument("--per-rung", action="store_true", help="every distinct completed "
+                        "configuration, the rank correlation rung by rung, with p-values")
     parser.add_argument("--epochs", type=int, help="default: tune.final_epochs")
     parser.add_argument("--minutes", type=float, help="default: tune.final_budget_minutes")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -165,13 +219,21 @@ def main() -> int:
         report["spearman_test"] = spearman(search, [r["test_accuracy"] for r in ranked])
         print(f"  Spearman, search score vs full training: val {report['spearman_val']:+.2f}, "
               f"test {report['spearman_test']:+.2f} ({len(ranked)} configurations)")
+    if args.per_rung:
+        report["per_rung"] = per_rung_fidelity(
+            trials, values_of,
+            lambda values: train_and_score(hypermodel, values, 0, data, epochs, seconds))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        args.out.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
     return 0
 
 
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 if __name__ == "__main__":
