@@ -51,8 +51,8 @@ def _train_seeds(params: Params, family: str, space_file: Path, data_dir: Path, 
     t = params.tune.for_family(family)
     data = load_search_data(t, family, space_file, data_dir)
     # the seeds train in the precision the tune stage's final training used
-    _, parallel = configure_devices(t, family, data, params.augmentation,
-                                    policy=best.get("precision"))
+    precision, parallel = configure_devices(t, family, data, params.augmentation,
+                                            policy=best.get("precision"))
     strategy = parallel.get("distribution_strategy")
     hp = kt.HyperParameters()
     hp.values.update(best["hyperparameters"])  # declaring the space keeps preset values
@@ -61,7 +61,7 @@ def _train_seeds(params: Params, family: str, space_file: Path, data_dir: Path, 
         log.info("[%d/%d] %s: the best configuration (trial %s) with seed %d", i,
                  len(seeds) + 1, family, best.get("trial_id"), seed)
         hypermodel = FamilyHyperModel(family, data.space, data.meta, params.augmentation,
-                                      n_train=len(data.y_train), seed=seed)
+                                      n_train=len(data.y_train), seed=seed, precision=precision)
         with strategy.scope() if strategy else contextlib.nullcontext():
             # no MLflow record of its own: the evaluation run carries every seed's test score
             model, final, _ = train_final(hypermodel, hp, data,

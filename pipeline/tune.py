@@ -274,13 +274,17 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
     """The family's hypermodel and a tuner over it (resumed if its project exists). Trials are
     budgeted in compute, never by the clock (FamilyHyperModel's ``equal_compute``); the clock
     bounds the search as a whole, and a trial it cuts short does not compete."""
+    import keras
+
     from pipeline.search.hypermodel import FamilyHyperModel
     from pipeline.search.tuners import make_tuner
 
     clock = not t.deterministic  # deterministic: counts bound the search, never the clock
+    # the dtype policy configure_devices set, kept for every build: KerasTuner's clear_session
+    # before each trial would reset it to float32
     hypermodel = FamilyHyperModel(
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
-        equal_compute=True)
+        equal_compute=True, precision=keras.mixed_precision.global_policy().name)
     deadline = started + 60 * t.budget_minutes if clock else None
     tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
                        deadline=deadline, runs=runs,

@@ -155,6 +155,36 @@ def test_a_trial_predicted_to_overrun_the_budget_does_not_start(tmp_path, tiny_p
     assert "the search left" in caplog.text
 
 
+def test_every_trial_and_the_final_model_train_in_the_chosen_precision(tmp_path, tiny_prepared,
+                                                                        monkeypatch):
+    # KerasTuner clears the Keras session before each trial, which resets the global dtype
+    # policy to float32: the hypermodel must set the search's policy again at every build
+    import keras
+
+    from pipeline.search.hypermodel import FamilyHyperModel
+
+    policies = []
+    build = FamilyHyperModel.build
+
+    def recording_build(self, hp):
+        model = build(self, hp)
+        policies.append(model.dtype_policy.name)
+        return model
+
+    monkeypatch.setattr(FamilyHyperModel, "build", recording_build)
+    try:
+        best = run_search(tmp_path, tiny_prepared, monkeypatch, max_trials=2,
+                          precision="mixed_bfloat16")
+        saved = keras.saving.load_model(tmp_path / "models" / "cnn" / "best.keras",
+                                        compile=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the next tests' default
+    assert best["precision"] == "mixed_bfloat16"
+    assert len(policies) >= 3  # two trials and the final training
+    assert set(policies) == {"mixed_bfloat16"}
+    assert saved.dtype_policy.name == "mixed_bfloat16"
+
+
 def test_the_only_trial_the_budget_cuts_short_ends_cleanly_and_keeps_its_score(
         tmp_path, tiny_prepared, monkeypatch):
     # one trial of up to 40 epochs cannot finish within 4 seconds: the deadline ends it; with

@@ -43,12 +43,18 @@ class FamilyHyperModel(kt.HyperModel):
     space's defaults at the same rung; a costlier one (forward FLOPs per image,
     pipeline/models/flops.py) trains on proportionally fewer images, as the final training's
     clock would cut it. The budget is then a count, the same on a busy machine or an idle one.
+
+    ``precision``: the Keras dtype policy every model is built in. Set again at each build,
+    because ``keras.backend.clear_session()``, which KerasTuner calls before every trial,
+    resets the global policy to float32. None: the global policy as it is at build time.
     """
 
     def __init__(self, family: str, space: SearchSpace, meta: dict, policy: AugmentationParams,
-                 n_train: int, seed: int | None = None, equal_compute: bool = False):
+                 n_train: int, seed: int | None = None, equal_compute: bool = False,
+                 precision: str | None = None):
         super().__init__(name=family)
         self.family, self.space, self.meta, self.seed = family, space, meta, seed
+        self.precision = precision
         self.n_train, self.equal_compute = n_train, equal_compute
         self._reference_flops = None
         self.last_compute_share = 1.0  # the share of its rung's images the last fit got
@@ -73,6 +79,10 @@ class FamilyHyperModel(kt.HyperModel):
                 if k not in inactive}
 
     def build(self, hp):
+        if self.precision is not None:
+            import keras
+
+            keras.mixed_precision.set_global_policy(self.precision)
         cfg = self.config(hp)
         meta = {**self.meta, "train_steps_per_epoch": math.ceil(self.n_train / cfg["batch_size"])}
         model = self.builder(cfg, self.meta["num_classes"], meta, augmentation_policy(cfg),

@@ -41,8 +41,9 @@ class SearchControlMixin:
     since trials are budgeted in compute (a rung's epochs cost about what the defaults' do),
     from ``seconds_per_epoch``, the costliest finished trial so far per epoch of its rung
     (``record_trial_seconds``), times ``PREDICTION_MARGIN``. Without that, the last trial
-    would train until the deadline cut it, unscored, and its minutes would be lost. ``trial_epochs``: the epochs of a trial
-    whose oracle sets none (random and Bayesian searches: the search's ``max_epochs``).
+    would train until the deadline cut it, unscored, and its minutes would be lost.
+    ``trial_epochs``: the epochs of a trial whose oracle sets none (random and Bayesian
+    searches: the search's ``max_epochs``).
     """
 
     budget_spent = False
