@@ -42,6 +42,7 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
     import keras_tuner as kt
     import numpy as np
 
+    from pipeline.config import EvaluateParams
     from pipeline.evaluate import _evaluate_model
 
     hp = kt.HyperParameters()
@@ -54,8 +55,10 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
     started = time.monotonic()
     hypermodel.fit(hp, model, data["x_train"], data["y_train"], epochs=epochs, seconds=seconds,
                    verbose=0)
-    val = _evaluate_model(model, data["x_val"], data["y_val"], 512, flip_tta=False)[0]
-    test = _evaluate_model(model, data["x_test"], data["y_test"], 512, flip_tta=True)[0]
+    # validation as the search scores it (one view); test as the evaluate stage does
+    val = _evaluate_model(model, data["x_val"], data["y_val"],
+                          EvaluateParams(flip_tta=False))[0]
+    test = _evaluate_model(model, data["x_test"], data["y_test"], EvaluateParams())[0]
     schedule = hypermodel.last_schedule.summary()
     return {"seed": seed, "val_accuracy": val["test_accuracy"],
             "test_accuracy": test["test_accuracy"],
