@@ -81,17 +81,22 @@ def test_a_step_budget_runs_the_whole_schedule_over_the_epochs_trained(schedule)
 def test_a_time_budget_stops_training_and_its_schedule_ends_there():
     x, y = data(1024)  # 64 batches an epoch
     model = compile_model(tiny_model(), CFG)
-    budget = BudgetSchedule("one_cycle", 0.1, 0.2, steps=64 * 50, seconds=1.5, tolerance=0.0)
+    budget = BudgetSchedule("one_cycle", 0.1, 0.2, steps=64 * 50, seconds=3.0, tolerance=0.0)
     rates = LearningRates(delay_s=0.01)
     history = model.fit(x, y, batch_size=16, epochs=50, verbose=0, callbacks=[budget, rates],
                         validation_data=(x[:64], y[:64]))
     assert budget.ended_by == "time" and budget.progress == 1.0
-    assert len(history.history["loss"]) < 50 and len(rates.rates) > 40
+    assert len(history.history["loss"]) < 50 and len(rates.rates) > 80
     # stopped at the first batch past the budget (a loaded machine may stretch one batch)
-    assert 1.5 <= budget.trained_seconds < 6.0 and budget.steps == len(rates.rates)
+    assert 3.0 <= budget.trained_seconds < 9.0 and budget.steps == len(rates.rates)
     peak_at = int(np.argmax(rates.rates))
-    assert rates.rates[-1] < 0.15 * 0.1  # annealed, near zero at the very end
     assert 0.1 <= peak_at / len(rates.rates) <= 0.35  # warm-up near 20% of the steps
+    after_peak = np.array(rates.rates[peak_at:])
+    assert np.all(np.diff(after_peak) <= 1e-9)  # then it only decays
+    # annealed by the clock, near zero at the end: the last batch's rate is set when it
+    # starts, and on a loaded machine one slow batch can start a few percent before the end
+    # (a step-counted schedule would still be near its peak: 3,200 steps were allowed)
+    assert rates.rates[-1] < 0.25 * 0.1
 
 
 def test_weight_decay_leaves_biases_and_batch_norm_alone():
