@@ -68,10 +68,6 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
             "params": int(np.sum([np.prod(w.shape) for w in model.trainable_weights]))}
 
 
-def spearman(a: list[float], b: list[float]) -> float:
-    return spearman_with_p(a, b)[0]
-
-
 def spearman_with_p(a: list[float], b: list[float]) -> tuple[float, float]:
     from scipy.stats import spearmanr
 
@@ -84,6 +80,8 @@ def per_rung_fidelity(trials, values_of, train) -> dict:
     (``hp.tuner/epochs``), the Spearman correlation of the search's scores at that rung with
     the full training's validation and test accuracy. Validation is the split the search
     chooses on; test is shown, and chooses nothing."""
+    import pandas as pd
+
     done = trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
     rung_column = "hp.tuner/epochs"
     scores: dict[int, dict[str, float]] = {}
@@ -92,7 +90,7 @@ def per_rung_fidelity(trials, values_of, train) -> dict:
         values = values_of(row)
         key = json.dumps(values, sort_keys=True)
         configs.setdefault(key, {"values": values, "first_trial": row["trial_id"]})
-        rung = int(row[rung_column]) if rung_column in row and not _missing(row[rung_column]) \
+        rung = int(row[rung_column]) if rung_column in row and not pd.isna(row[rung_column]) \
             else 0
         scores.setdefault(rung, {})[key] = float(row["score"])
     for n, config in enumerate(configs.values(), 1):
@@ -218,8 +216,8 @@ def main() -> int:
                   flush=True)
         search = [r["search_score"] for r in ranked]
         report["top"] = ranked
-        report["spearman_val"] = spearman(search, [r["val_accuracy"] for r in ranked])
-        report["spearman_test"] = spearman(search, [r["test_accuracy"] for r in ranked])
+        report["spearman_val"] = spearman_with_p(search, [r["val_accuracy"] for r in ranked])[0]
+        report["spearman_test"] = spearman_with_p(search, [r["test_accuracy"] for r in ranked])[0]
         print(f"  Spearman, search score vs full training: val {report['spearman_val']:+.2f}, "
               f"test {report['spearman_test']:+.2f} ({len(ranked)} configurations)")
     if args.per_rung:
@@ -233,10 +231,6 @@ def main() -> int:
 
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
 
 
 if __name__ == "__main__":
