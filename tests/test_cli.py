@@ -70,7 +70,7 @@ def test_unexpected_failure_exit_1(monkeypatch, capsys):
     assert "RuntimeError: a bug" in capsys.readouterr().err
 
 
-def test_check_params_prints_resolved_values():
+def test_check_params_prints_resolved_values(real_cifar10):
     result = run_cli("check-params")
     assert result.returncode == 0, result.stderr
     assert "val_fraction: 0.1" in result.stdout
@@ -149,7 +149,7 @@ def test_version():
     assert result.stdout.strip() == f"cifar-automl {metadata.version('cifar-automl')}"
 
 
-def test_a_keras_command_prints_its_own_lines_only():
+def test_a_keras_command_prints_its_own_lines_only(real_cifar10):
     """A command that loads Keras shows no start-up lines of TensorFlow's native code (on a
     machine without a GPU it prints several); --verbose shows whatever TensorFlow says."""
     quiet = run_cli("show-space", "search_spaces/cnn.yaml")

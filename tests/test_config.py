@@ -24,7 +24,7 @@ def test_defaults_validate(tmp_path, tiny_cifar10):
     assert params.augmentation.flip is True
 
 
-def test_repo_params_file_is_valid():
+def test_repo_params_file_is_valid(real_cifar10):
     from tests.conftest import REPO
 
     params = load_params(REPO / "params.yaml")

@@ -31,7 +31,7 @@ sys.meta_path.insert(0, _Absent())
 '''
 
 
-def test_gpu_profile_reads_the_laptop_profiles_data():
+def test_gpu_profile_reads_the_laptop_profiles_data(real_cifar10):
     """Both profiles prepare the same data (the check carries what the laptop prepared) and
     the gpu profile's spaces are valid for their families."""
     from pipeline.search.hypermodel import known_hyperparameters

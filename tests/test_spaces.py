@@ -93,7 +93,7 @@ def test_conditions_and_fixed_values_reach_keras_tuner(tmp_path):
     assert "only when optimizer in ['nesterov']" in space.summary()
 
 
-def test_show_space_command(tmp_path):
+def test_show_space_command(tmp_path, real_cifar10):
     import subprocess
     import sys
 
