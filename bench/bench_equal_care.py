@@ -64,9 +64,11 @@ def space_defaults(family: str) -> dict:
         kt.HyperParameters())
 
 
-def train(family: str, overrides: dict, seed: int, data: dict, epochs: int) -> dict:
+def train(family: str, overrides: dict, seed: int, data: dict, epochs: int,
+          precision: str = "float32") -> dict:
     """One training of ``family``'s space defaults with ``overrides`` on the whole training
-    split; its validation and test scores, single view and flip-averaged."""
+    split, in the Keras dtype policy ``precision``; its validation and test scores, single
+    view and flip-averaged."""
     import keras
     import keras_tuner as kt
     import numpy as np
@@ -81,7 +83,7 @@ def train(family: str, overrides: dict, seed: int, data: dict, epochs: int) -> d
     space = load_space(ROOT / "search_spaces" / f"{family}.yaml", family)
     x, y = data["train"]
     hypermodel = FamilyHyperModel(family, space, data["meta"], AugmentationParams(),
-                                  n_train=len(y), seed=seed)
+                                  n_train=len(y), seed=seed, precision=precision)
     hp = kt.HyperParameters()
     hp.values.update(overrides)  # declaring the space keeps preset values
     model = hypermodel.build(hp)
@@ -95,8 +97,9 @@ def train(family: str, overrides: dict, seed: int, data: dict, epochs: int) -> d
         scores[f"{split}_single"] = float(np.mean(np.argmax(views[0], axis=1) == ys))
         scores[f"{split}_flip"] = float(np.mean(np.argmax(sum(views), axis=1) == ys))
     return {"family": family, "overrides": overrides, "seed": seed, "epochs": epochs,
-            "train_seconds": round(seconds, 1), "seconds_per_epoch": round(seconds / epochs, 2),
-            "images_seen": epochs * len(y), **scores}
+            "precision": precision, "train_seconds": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / epochs, 2), "images_seen": epochs * len(y),
+            **scores}
 
 
 def calibrate(data: dict, overrides: dict, rounds: int = 2, steps: int = 40) -> dict:
@@ -133,7 +136,7 @@ def run_plan(plan: list[tuple[str, dict]], data: dict, out: Path, rows: list[dic
     started = time.monotonic()
     for index, (arm, spec) in enumerate(plan, 1):
         row = {"arm": arm, **train(spec["family"], spec["overrides"], spec["seed"], data,
-                                   spec["epochs"])}
+                                   spec["epochs"], spec.get("precision", "float32"))}
         rows.append(row)
         out.write_text(json.dumps(rows, indent=1))
         elapsed = time.monotonic() - started

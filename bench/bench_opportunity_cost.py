@@ -12,6 +12,8 @@ pipeline's on every seed and the mean paired gain clears the one-sided 95% t mar
 pipeline/search/selection.py; the validation column is shown beside it.
 
     python bench/bench_opportunity_cost.py --seeds 3 --out <dir>
+    python bench/bench_opportunity_cost.py --seeds 2 --final-epochs 12 --longer-epochs 15 \
+        --precision mixed_bfloat16 --out <dir>     # an AVX-512/bfloat16 CPU
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def main(argv=None) -> int:
                         help="what the final training's 14 minutes buy here")
     parser.add_argument("--longer-epochs", type=int, default=7,
                         help="what the search's 6 and the final's 14 minutes buy together")
+    parser.add_argument("--precision", default="float32",
+                        help="Keras dtype policy of both arms: what tune.precision picks here "
+                             "(mixed_bfloat16 on a CPU with AVX512_BF16)")
     parser.add_argument("--out", type=Path, default=Path("bench_opportunity_cost"))
     args = parser.parse_args(argv)
 
@@ -69,7 +74,8 @@ def main(argv=None) -> int:
     done = {(r["arm"], r["seed"]) for r in rows}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     # seed by seed: a run cut short still pairs every seed it finished
-    plan = [(arm, {"family": "cnn", "overrides": {}, "seed": s, "epochs": epochs})
+    plan = [(arm, {"family": "cnn", "overrides": {}, "seed": s, "epochs": epochs,
+                   "precision": args.precision})
             for s in seeds
             for arm, epochs in (("recipe_longer", args.longer_epochs),
                                 ("pipeline", args.final_epochs))

@@ -3,6 +3,8 @@ accuracy, origin and aliases, and every retune decision with the numbers behind 
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +31,27 @@ def tried_configurations(store, family: str, dataset: str) -> set[str]:
                            f"{names.tag_is(names.DATASET, dataset)} and "
                            f"{names.tag_set(names.CONFIG_DIGEST)}", max_results=50_000)
     return {run.data.tags[names.CONFIG_DIGEST] for run in runs}
+
+
+def earlier_trials(store, family: str, dataset: str) -> list[dict]:
+    """Every scored trial of a search of this family and dataset so far, as a retune's oracle
+    reads them (search/oracles.py, ``history``): its typed values, score (best validation
+    accuracy), rung epochs and fidelity. Trials logged before these tags existed, and a lone
+    trial the search's clock cut short, are left out."""
+    runs = store.find_runs(f"{names.tag_is(names.FAMILY, family)} and "
+                           f"{names.tag_is(names.DATASET, dataset)} and "
+                           f"{names.tag_is(names.TRIAL_STATUS, 'COMPLETED')} and "
+                           f"{names.tag_set(names.SEARCHED_VALUES)}", max_results=50_000)
+    found = []
+    for run in runs:
+        tags, score = run.data.tags, run.data.metrics.get("best_val_accuracy")
+        if score is None or not math.isfinite(score) or \
+                tags.get(names.STOPPED_BY_BUDGET) == "True":
+            continue
+        found.append({"values": json.loads(tags[names.SEARCHED_VALUES]), "score": score,
+                      "epochs": int(tags[names.RUNG_EPOCHS]),
+                      "fidelity": tags.get(names.FIDELITY, "")})
+    return found
 
 
 def history(store, dataset: str, families: list[str]) -> str:

@@ -3,13 +3,14 @@
 Under a lock: bring the prepared data up to date (DVC reruns prepare only if its inputs
 changed), look up every champion (a store that cannot answer stops the job here: it never
 takes "could not ask" for "there is none"), then per family a search under the retune budget
-that starts from the champion's configuration and never draws a configuration an earlier
-search tried (seeded afresh each time), the challenger trained under the pipeline's budget
-rule, and a paired verdict challenger vs champion on the **holdout split** (carved out by
-prepare, never searched on, trained on or selected on). The test split is reported beside it,
-never used to decide. The challenger is registered and made champion only when it wins by the
-margin with McNemar support (the old champion keeps its version and gets the alias
-``previous``).
+that starts from the champion's configuration, never draws a configuration an earlier
+search tried (seeded afresh each time) and ranks the earlier searches' scores at its fidelity
+with its own (its incumbent may be a trial of an earlier night), the challenger trained under
+the pipeline's budget rule, and a paired verdict challenger vs champion on the **holdout
+split** (carved out by prepare, never searched on, trained on or selected on). The test split
+is reported beside it, never used to decide. The challenger is registered and made champion
+only when it wins by the margin with McNemar support (the old champion keeps its version and
+gets the alias ``previous``).
 
 Crash safety: nothing in the registry changes before the verdict, and the champion alias moves
 in one call; the lock is an ``flock`` the kernel drops with its holder; runs a killed retune
@@ -36,7 +37,7 @@ from pipeline.config import Params
 from pipeline.data import store as files
 from pipeline.errors import UserError
 from pipeline.families import FAMILIES
-from pipeline.lineage import tried_configurations
+from pipeline.lineage import earlier_trials, tried_configurations
 from pipeline.lock import RunLock
 from pipeline.stats import format_p, mcnemar_exact
 from pipeline.tracking import names, registry
@@ -145,12 +146,15 @@ def _retune_family(params: Params, family: str, space_file: Path, scratch: Path,
     r, store, dataset = params.retune, night.store, night.dataset
     warm = [current.hyperparameters] if current and current.hyperparameters else None
     tried = tried_configurations(store, family, dataset)
+    # their scores too: the oracle ranks those at its own fidelity with its trials, so its
+    # incumbent may be an earlier night's best and nights build on each other
+    scored = earlier_trials(store, family, dataset)
     # a fresh seed each retune: with the digests above, this search draws new configurations
     seed = params.tune.seed + 1 + earlier_retune_searches(store, family, dataset)
-    log.info("%s: champion %s; %d configurations tried before; searching for a challenger "
-             "(%d trials, %.1f min at most, seed %d)", family,
-             f"version {current.version}" if current else "none yet", len(tried), r.max_trials,
-             r.budget_minutes, seed)
+    log.info("%s: champion %s; %d configurations tried before (%d scored trials); searching "
+             "for a challenger (%d trials, %.1f min at most, seed %d)", family,
+             f"version {current.version}" if current else "none yet", len(tried), len(scored),
+             r.max_trials, r.budget_minutes, seed)
     # the search under the retune budget; the final training under the pipeline's own rule
     # for this family unless the retune section sets its own
     final = {k: v for k, v in (("final_epochs", r.final_epochs),
@@ -162,7 +166,7 @@ def _retune_family(params: Params, family: str, space_file: Path, scratch: Path,
                     night.data_dir,
                     TuneFolders(scratch / "tuning", scratch / "models", scratch / "results"),
                     first_values=warm, run_tags={names.RETUNE_ID: night.retune_id},
-                    tried_before=tried)
+                    tried_before=tried, history=scored)
     challenger = registry.inference_model(load_model(scratch / "models" / family /
                                                      "best.keras"))
     right = {split: _predict(challenger, x) == y for split, (x, y) in night.splits.items()}

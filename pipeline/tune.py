@@ -89,11 +89,13 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
              folders: TuneFolders, first_values: list[dict] | None = None,
              run_tags: dict | None = None, role=None,
              tried_before: set[str] | frozenset = frozenset(), fixed: dict | None = None,
-             budget_rule: str = "equal_epochs") -> dict:
+             budget_rule: str = "equal_epochs", history: list[dict] = ()) -> dict:
     """Search ``family`` and save its best configuration, trained; returns best_hparams.json's
     content. ``first_values``: configurations to try first (default: the space's defaults).
     ``tried_before``: digests of configurations earlier searches tried (not drawn again).
-    ``run_tags``: extra MLflow tags of the search run, part of its identity (a retune's id).
+    ``history``: their scored trials (lineage.earlier_trials); those at this search's fidelity
+    join its ranking (search/oracles.py). ``run_tags``: extra MLflow tags of the search run,
+    part of its identity (a retune's id).
     ``role``: a ``pipeline.distributed.Role``; a worker only runs the trials the chief hands
     out, the chief serves them and does the rest. ``fixed``: hyperparameters held at these
     values (searched no more). ``budget_rule``: ``equal_time`` trains the final model by the
@@ -135,7 +137,7 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     started = time.monotonic()
     hypermodel, tuner = build_search(t, family, data, params.augmentation, folders.tuning,
                                      project, started, runs, role, first_values, parallel,
-                                     tried_before)
+                                     tried_before, history)
     tensorboard = folders.tuning / project / "tensorboard" if params.tracking.tensorboard \
         else None
     search(tuner, t, data, runs, role, family, tensorboard)
@@ -173,6 +175,16 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")
     return best
+
+
+def search_fidelity(data: SearchData, augmentation) -> str:
+    """What a trial's score holds for besides its configuration and rung: the training images
+    (digest), how many of them the search trains on, and the augmentation. A retune's subset
+    is drawn with its own seed; at the same size and validation split its scores differ from
+    an earlier night's by noise, not by design."""
+    digest = hashlib.sha256(json.dumps(augmentation.model_dump(), sort_keys=True)
+                            .encode()).hexdigest()[:8]
+    return f"{data.data_hash}-{len(data.search_idx)}images-augmentation{digest}"
 
 
 def load_search_data(t: TuneParams, family: str, space_file: Path,
@@ -270,10 +282,13 @@ def open_search_run(runs: SearchRuns, search_key: str, family: str, t: TuneParam
 
 def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_dir: Path,
                  project: str, started: float, runs: SearchRuns, role, first_values,
-                 parallel: dict, tried_before: set[str] | frozenset = frozenset()):
+                 parallel: dict, tried_before: set[str] | frozenset = frozenset(),
+                 history: list[dict] = ()):
     """The family's hypermodel and a tuner over it (resumed if its project exists). Trials are
     budgeted in compute, never by the clock (FamilyHyperModel's ``equal_compute``); the clock
-    bounds the search as a whole, and a trial it cuts short does not compete."""
+    bounds the search as a whole, and a trial it cuts short does not compete. Of ``history``
+    (earlier searches' scored trials) only those at this search's fidelity reach the oracle:
+    their scores are comparable with this search's at the same rung."""
     import keras
 
     from pipeline.search.hypermodel import FamilyHyperModel
@@ -286,11 +301,18 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
         equal_compute=True, precision=keras.mixed_precision.global_policy().name)
     deadline = started + 60 * t.budget_minutes if clock else None
+    fidelity = search_fidelity(data, policy)
+    comparable = [h for h in history if h["fidelity"] == fidelity]
+    if history:
+        log.info("%s: %d of %d earlier scored trials were trained at this search's fidelity; "
+                 "they join its ranking", family, len(comparable), len(history))
+        runs.log_params(runs.parent_id, {"earlier_trials": len(comparable)})
     tuner = make_tuner(t, hypermodel, directory=tuning_dir, project_name=project,
                        deadline=deadline, runs=runs,
                        run_tags={names.FAMILY: family, names.TUNER_ID: role.tuner_id,
-                                 names.DATASET: data.meta["dataset"]},
-                       tried_before=tried_before,
+                                 names.DATASET: data.meta["dataset"],
+                                 names.FIDELITY: fidelity},
+                       tried_before=tried_before, history=comparable,
                        first_values=first_values, role=role,
                        serve_until=None if deadline is None else deadline + role.grace_s,
                        tuner_kwargs=parallel)

@@ -109,3 +109,45 @@ def test_close_configurations_count_as_tried():
     assert config_digest(base) == config_digest({**base, "lr_multiplier": 1.004,
                                                  "tuner/epochs": 1})
     assert config_digest(base) != config_digest({**base, "lr_multiplier": 1.2})
+
+
+def _oracle_with_history(tmp_path, history, name):
+    oracle = RandomOracle(objective=kt.Objective("val_accuracy", "max"), max_trials=10, seed=0,
+                          first_values=[{}], trial_cap=10, trial_epochs=3, history=history)
+    oracle._set_project_dir(str(tmp_path), name)
+    oracle.update_space(_space())
+    trial = oracle.create_trial("tuner0")  # the prior (the space's defaults) first
+    oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+    trial.status = "COMPLETED"
+    oracle.end_trial(trial)
+    return oracle
+
+
+def test_earlier_trials_at_the_same_rung_rank_with_the_search_and_can_be_its_incumbent(
+        tmp_path):
+    far = {"lr_multiplier": 2.5, "optimizer": "adam", "batch_norm": True, "stages": 4}
+    history = [{"values": far, "score": 0.8, "epochs": 3},
+               {"values": {**far, "stages": 2}, "score": 0.3, "epochs": 3},
+               # another rung's score, and a value the space no longer admits: not ranked
+               {"values": {**far, "stages": 3}, "score": 0.95, "epochs": 1},
+               {"values": {**far, "lr_multiplier": 10.0}, "score": 0.99, "epochs": 3}]
+    oracle = _oracle_with_history(tmp_path, history, "with")
+    ranked = oracle.ranked_values()
+    assert [r.get("stages") for r in ranked] == [4, 3, 2]  # 0.8, the defaults' 0.5, 0.3
+    assert ranked[0] == far
+    # the best earlier trial is the incumbent the draws move around: configurations like it
+    # (Adam, 4 stages, a high rate) come up; without the history they are rare (uniform draws)
+    alone = _oracle_with_history(tmp_path, [], "without")
+    assert [r.get("stages") for r in alone.ranked_values()] == [3]
+    like_far = {}
+    for name, searched in (("with", oracle), ("without", alone)):
+        for _ in range(9):
+            trial = searched.create_trial("tuner0")
+            searched.update_trial(trial.trial_id, {"val_accuracy": 0.1})
+            trial.status = "COMPLETED"
+            searched.end_trial(trial)
+        like_far[name] = sum(t.hyperparameters.values["optimizer"] == "adam"
+                             and t.hyperparameters.values["stages"] == 4
+                             and t.hyperparameters.values["lr_multiplier"] > 1.5
+                             for t in searched.trials.values())
+    assert like_far["with"] >= 3 and like_far["without"] <= 1, like_far

@@ -420,3 +420,28 @@ def test_holdout_decides_and_a_second_retune_explores_new_configurations(tmp_pat
     assert shown.returncode == 0, shown.stderr
     assert f"fc: {len(set(before) | set(after))} configurations tried" in shown.stdout, \
         shown.stdout
+
+    # the second search ranked the first one's scored trials with its own (same training
+    # images, augmentation and rung: the relabelled splits are neither), read back typed
+    from pipeline.lineage import earlier_trials
+    from pipeline.search.oracles import config_digest
+    from pipeline.tracking.store import TrackingStore
+
+    client = state["client"]
+    experiment = client.get_experiment_by_name("cifar-automl").experiment_id
+    first_search, second_search = (
+        client.search_runs([experiment], f"tags.retune_id = '{r.data.tags['retune_id']}' and "
+                           "tags.role = 'search'")[0] for r in runs)
+    first_scored = client.search_runs([experiment], "tags.mlflow.parentRunId = "
+                                      f"'{first_search.info.run_id}' and tags.status = "
+                                      "'COMPLETED'")
+    assert int(second_search.data.params["earlier_trials"]) == len(first_scored) >= 2
+    store = TrackingStore(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "cifar-automl",
+                          tmp_path / "mlruns" / "artifacts")
+    read = earlier_trials(store, "fc", "cifar10")
+    assert len(read) == len(first_scored) + len(after)  # both searches' trials, all scored
+    pairs = {(config_digest(t["values"]), t["score"]) for t in read}
+    assert {(t.data.tags["config_digest"], t.data.metrics["best_val_accuracy"])
+            for t in first_scored} <= pairs
+    assert all(isinstance(t["values"]["units"], int) and t["epochs"] == 1 for t in read)
+    assert len({t["fidelity"] for t in read}) == 1

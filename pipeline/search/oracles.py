@@ -36,6 +36,9 @@ class SearchControlMixin:
     defaults, or a champion's values), filled in with defaults. With ``sampling="prior"`` the
     later draws mix uniform ones with draws around the first configuration (the prior) and
     around the best trial so far (search/prior.py); ``"uniform"``: KerasTuner's own.
+    ``history``: earlier searches' scored trials at this search's fidelity (``values``,
+    ``score``, ``epochs``: a retune's, from MLflow), ranked with this search's own trials of
+    the same rung, so the incumbent and the prior-or-incumbent vote build on earlier nights.
 
     A trial that cannot finish before the deadline does not start: its length is predictable,
     since trials are budgeted in compute (a rung's epochs cost about what the defaults' do),
@@ -52,10 +55,11 @@ class SearchControlMixin:
     def __init__(self, *args, trial_cap: int | None = None, deadline: float | None = None,
                  first_values: list[dict] | None = None, seed: int | None = None,
                  tried_before: set[str] | frozenset = frozenset(), sampling: str = "prior",
-                 trial_epochs: int | None = None, **kwargs):
+                 trial_epochs: int | None = None, history: list[dict] = (), **kwargs):
         super().__init__(*args, seed=seed, **kwargs)
         self.trial_cap, self.deadline, self.trial_epochs = trial_cap, deadline, trial_epochs
         self.tried_before = set(tried_before)  # config_digest of every earlier search's trials
+        self.history = [dict(h) for h in history]
         self.first_values = [dict(v) for v in (first_values or [])]
         self.prior = dict(self.first_values[0]) if self.first_values else {}
         self.sampling = sampling
@@ -136,7 +140,7 @@ class SearchControlMixin:
         the values to draw around (None for uniform)."""
         if self.sampling != "prior":
             return "uniform", None
-        ranked = [t.hyperparameters.values for t in ranked_at_top_rung(self.trials.values())]
+        ranked = self.ranked_values()
         # every trial of a random or Bayesian search runs at the top fidelity
         rung, eta = priors.TOP_RUNG, getattr(self, "factor", 3)
         if hasattr(self, "_current_bracket"):  # Hyperband: bracket 0 starts at the top rung
@@ -146,6 +150,19 @@ class SearchControlMixin:
         kinds = list(weights)
         kind = kinds[self._rng(0, 0).choice(len(kinds), p=[weights[k] for k in kinds])]
         return kind, {"prior": self.prior, "incumbent": ranked[0] if ranked else None}.get(kind)
+
+    def ranked_values(self) -> list[dict]:
+        """The values of the scored configurations at this search's top rung, best first: its
+        own trials, and the earlier searches' (``history``) at that rung whose values the
+        space still admits (a space may have changed since)."""
+        own = ranked_at_top_rung(self.trials.values())
+        rung = (own[0].hyperparameters.values.get("tuner/epochs") if own else None) \
+            or self.trial_epochs
+        scored = [(t.score, t.hyperparameters.values) for t in own]
+        space = {hp.name: hp for hp in self.hyperparameters.space}
+        scored += [(h["score"], h["values"]) for h in self.history if h["epochs"] == rung
+                   and all(_admits(space[k], v) for k, v in h["values"].items() if k in space)]
+        return [values for _, values in sorted(scored, key=lambda s: s[0], reverse=True)]
 
     def _rng(self, purpose: int, attempt: int) -> np.random.Generator:
         """A generator for one draw: a function of the search seed and the draw's place, so a
@@ -228,15 +245,15 @@ class HyperbandOracle(SearchControlMixin, kt.oracles.HyperbandOracle):
 def make_oracle(kind: str, *, max_trials: int, max_epochs: int, hyperband_factor: int,
                 seed: int, max_consecutive_failures: int, deadline: float | None,
                 first_values: list[dict], tried_before: set[str] | frozenset = frozenset(),
-                sampling: str = "prior"):
+                sampling: str = "prior", history: list[dict] = ()):
     """The oracle of a search of the given kind (hyperband | bayesian | random);
     ``tried_before``: digests of configurations earlier searches tried, not to be drawn;
-    ``sampling``: prior | uniform (SearchControlMixin)."""
+    ``sampling``: prior | uniform; ``history``: earlier scored trials (SearchControlMixin)."""
     common = dict(objective=kt.Objective("val_accuracy", "max"), seed=seed,
                   max_consecutive_failed_trials=max_consecutive_failures,
                   max_retries_per_trial=0, trial_cap=max_trials, deadline=deadline,
                   first_values=first_values, tried_before=tried_before, sampling=sampling,
-                  trial_epochs=max_epochs)
+                  trial_epochs=max_epochs, history=history)
     if kind == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor, **common)
     if kind == "bayesian":

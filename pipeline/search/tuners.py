@@ -144,8 +144,11 @@ class TrackedTunerMixin:
                     **{k: v for k, v in hp.values.items() if k.startswith("tuner/")}}
         searched = {k: v for k, v in hp.values.items()
                     if not k.startswith("tuner/") and hp.is_active(k)}
+        rung = hp.values.get("tuner/epochs", kwargs.get("epochs", 1))
         run_id = self.runs.start_trial(trial_id, resolved, {
-            **self.run_tags, names.CONFIG_DIGEST: config_digest(searched)})
+            **self.run_tags, names.CONFIG_DIGEST: config_digest(searched),
+            names.SEARCHED_VALUES: json.dumps(searched, sort_keys=True, default=_item),
+            names.RUNG_EPOCHS: rung})
         self._trials[trial_id] = TrialState(run_id, Deadline(self.deadline))
         started = time.monotonic()
         try:
@@ -162,7 +165,6 @@ class TrackedTunerMixin:
         if self._trials[trial_id].deadline.hit and self._has_scored_trial():
             raise kt.errors.FailedTrialError(CUT_BY_BUDGET)
         if hasattr(self.oracle, "record_trial_seconds"):  # a worker's oracle is remote
-            rung = hp.values.get("tuner/epochs", kwargs.get("epochs", 1))
             self.oracle.record_trial_seconds(time.monotonic() - started, rung)
         return histories
 
@@ -251,6 +253,11 @@ class TrackedTunerMixin:
         }
 
 
+def _item(value):
+    """A NumPy scalar among a trial's values, as the Python number JSON can hold."""
+    return value.item()
+
+
 def _write_json_atomically(path: str, content: dict) -> None:
     """A kill mid-write leaves the previous file (or none), never half of one."""
     tmp = f"{path}.tmp"
@@ -295,17 +302,18 @@ def make_tuner(settings, hypermodel: FamilyHyperModel, *, directory, project_nam
                deadline: float | None, runs: SearchRuns, run_tags: dict,
                first_values: list[dict] | None = None, role=None,
                serve_until: float | None = None, tuner_kwargs: dict | None = None,
-               tried_before: set[str] | frozenset = frozenset()):
+               tried_before: set[str] | frozenset = frozenset(), history: list[dict] = ()):
     """A tracked, budgeted tuner for ``settings`` (a family's ``TuneParams``: tuner kind, trial
     cap, epochs, seed...); resumes when the project folder exists. ``first_values``: the first
     configurations to try (default: the space's defaults); ``tried_before``: digests of
-    configurations earlier searches tried, never drawn again."""
+    configurations earlier searches tried, never drawn again; ``history``: their scored trials
+    at this search's fidelity (SearchControlMixin)."""
     oracle = make_oracle(
         settings.tuner, max_trials=settings.max_trials, max_epochs=settings.max_epochs,
         hyperband_factor=settings.hyperband_factor, seed=settings.seed,
         max_consecutive_failures=settings.max_consecutive_failures, deadline=deadline,
         first_values=first_values if first_values is not None else [{}],
-        tried_before=tried_before, sampling=settings.sampling)
+        tried_before=tried_before, sampling=settings.sampling, history=history)
     tuner_class = TrackedHyperband if settings.tuner == "hyperband" else TrackedTuner
     return tuner_class(
         oracle=oracle, hypermodel=hypermodel, directory=str(directory),

@@ -33,6 +33,12 @@ BUDGET_RULE = "budget_rule"  # of the equal_time stage's search run: equal_time
 TRIAL_ID = "trial_id"
 DATASET = "dataset"  # cifar10 | cifar100, of search, trial and evaluation runs
 CONFIG_DIGEST = "config_digest"  # of a trial run: its configuration's identity across searches
+# of a trial run, what a retune's oracle reads back (search/oracles.py, ``history``): its
+# searched values as typed JSON, its rung's epochs, and what else its score holds for (the
+# training images, how many the search trained on, the augmentation: tune.search_fidelity)
+SEARCHED_VALUES = "searched_values"
+RUNG_EPOCHS = "rung_epochs"
+FIDELITY = "fidelity"
 TUNER_ID = "tuner_id"  # which process ran a trial (chief/worker in a distributed search)
 TRIAL_STATUS = "status"  # KerasTuner's status of a trial (COMPLETED, FAILED, INVALID)
 TRIAL_ERROR = "error"
