@@ -22,6 +22,18 @@ def real_cifar10() -> Path:
     return REAL_CIFAR10
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """A test that runs a search in this process leaves Keras's global dtype policy at what
+    ``tune.precision: auto`` picked (mixed_bfloat16 on a CPU with AVX512_BF16); the next test
+    would build its layers in it (a pad-crop test then compared bfloat16 pixels with float32)."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
+
+
 def _dump(path: Path, obj: dict) -> None:
     # protocol 2 with bytes keys, like the original Python 2 files
     path.write_bytes(pickle.dumps(obj, protocol=2))
