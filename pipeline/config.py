@@ -190,8 +190,8 @@ class LessonsParams(Section):
     train_per_class: Annotated[int, Field(ge=3)] | None = 300
     eval_per_class: Annotated[int, Field(ge=1)] | None = 100  # validation and test, per class
     epochs: Annotated[int, Field(ge=1)] = 4  # of every run (the overfitting lessons: more)
-    seeds: Annotated[int, Field(ge=1, le=10)] = 2  # where effects are small (annealing)
-    ablation_epochs: Annotated[int, Field(ge=1)] = 4  # the champion's ablation cards
+    seeds: Annotated[int, Field(ge=1, le=10)] = 3  # the claims judged on paired seeds
+    ablation_epochs: Annotated[int, Field(ge=1)] = 8  # the champion's ablation cards
     seed: Annotated[int, Field(ge=0)] = 0
     # None: every claim, in order; else names from pipeline/lessons/__init__.py (checked when
     # the lessons stage starts, so that the default stages do not depend on that list)

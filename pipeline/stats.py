@@ -1,8 +1,28 @@
-"""Statistics for the test-set verdict: bootstrap intervals and the exact McNemar test."""
+"""Statistics for the verdicts: bootstrap intervals and the exact McNemar test (one pair of
+trained models on the same images), and paired-seed intervals (a training choice, whose
+effect must clear what reseeding alone moves)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+
+def paired_interval(base, arm, confidence: float = 0.95) -> dict:
+    """Mean of ``arm - base`` over paired seeds (the same seeds, in the same order: the same
+    initial weights and data order for both arms) with its two-sided Student t interval. One
+    seed bounds nothing: its interval is unbounded."""
+    from scipy.stats import t as student_t
+
+    differences = np.asarray(arm, dtype=float) - np.asarray(base, dtype=float)
+    if differences.ndim != 1 or len(differences) == 0:
+        raise ValueError("a paired interval needs one score per seed in each arm")
+    mean, n = float(differences.mean()), len(differences)
+    half = math.inf if n < 2 else float(student_t.ppf(0.5 + confidence / 2, n - 1)
+                                        * differences.std(ddof=1) / math.sqrt(n))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "seeds": n,
+            "differences": [float(d) for d in differences]}
 
 
 def bootstrap_accuracy_ci(correct: np.ndarray, resamples: int = 2000, seed: int = 0,

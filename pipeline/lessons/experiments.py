@@ -24,7 +24,6 @@ from pipeline.lessons.training import (
     predict_correct,
 )
 from pipeline.lessons.verdicts import roughness
-from pipeline.stats import mcnemar_exact
 from pipeline.training import AUGMENTATION_HPS, augmentation_policy
 
 # the learning-rate and Adam lessons share it: half decades, fine enough that a band of good
@@ -50,6 +49,12 @@ class Lab:
                      seed=self.params.seed if seed is None else seed, **kwargs)
         self.report(claim, setting, {"family": family, **cfg}, result)
         return result
+
+
+def seeds_of(lab: Lab) -> list[int]:
+    """The seeds of a claim judged on paired seeds: ``lessons.seeds`` of them from
+    ``lessons.seed``; every arm of the claim trains from each (same weights, same data order)."""
+    return [lab.params.seed + i for i in range(lab.params.seeds)]
 
 
 def _plain(**changes) -> dict:
@@ -107,7 +112,7 @@ def batch_size(lab: Lab) -> dict:
 def annealing(lab: Lab) -> dict:
     """A constant rate against decaying schedules, same peak and budget (twice the epochs of
     the other lessons), several seeds."""
-    seeds = [lab.params.seed + i for i in range(lab.params.seeds)]
+    seeds = seeds_of(lab)
     epochs = 2 * lab.params.epochs  # annealing pays near the end of training: let it get there
     schedules = {name: [lab.run("annealing", f"{name} seed={seed}", base_config(schedule=name),
                                 seed=seed, epochs=epochs)["val_accuracy"]
@@ -168,37 +173,53 @@ def _overfitting_subset(lab: Lab) -> tuple[np.ndarray, np.ndarray]:
 
 def regularisation_gap(lab: Lab) -> dict:
     """No regularisation, augmentation (flip, crop), dropout 0.3, both: on a third of the
-    training subset for twice the epochs, so that the net can overfit. Training accuracy is
-    measured in inference mode on the training images."""
+    training subset for twice the epochs, so that the net can overfit, from each seed.
+    Training accuracy is measured in inference mode on the training images."""
     x, y = _overfitting_subset(lab)
-    count = len(y)
     augmented = AugmentationParams(flip=True, crop_padding=4)
     settings = {}
     for name, dropout, policy in (("none", 0.0, None), ("augmentation", 0.0, augmented),
                                   ("dropout", 0.3, None), ("both", 0.3, augmented)):
-        run = lab.run("regularisation_gap", name, base_config(dropout=dropout),
-                      epochs=2 * lab.params.epochs, augmentation=policy, x_train=x, y_train=y)
-        settings[name] = {"train_accuracy": float(predict_correct(run["model"], x, y).mean()),
-                          "val_accuracy": run["val_accuracy"],
-                          "val_accuracy_curve": run["history"].get("val_accuracy", [])}
-    return {"train_images": count, "settings": settings}
+        runs = [lab.run("regularisation_gap", f"{name} seed={seed}",
+                        base_config(dropout=dropout), epochs=2 * lab.params.epochs,
+                        augmentation=policy, x_train=x, y_train=y, seed=seed)
+                for seed in seeds_of(lab)]
+        settings[name] = {
+            "train_accuracy": [float(predict_correct(r["model"], x, y).mean()) for r in runs],
+            "val_accuracy": [r["val_accuracy"] for r in runs],
+            "val_accuracy_curve": runs[0]["history"].get("val_accuracy", [])}
+    return {"train_images": len(y), "seeds": lab.params.seeds, "settings": settings}
 
 
 def early_stopping(lab: Lab) -> dict:
-    """A net that can overfit (small subset, constant rate, no regularisation), stopped when
-    validation loss has not improved for 2 epochs, best weights restored."""
+    """A net that can overfit (a third of the subset, constant rate, no regularisation),
+    trained from each seed twice for 4x the lessons' epochs: once stopped when validation loss
+    has not improved for 2 epochs, best weights restored (Keras's EarlyStopping), once to the
+    end. Both are scored on the test images, which chose no epoch."""
     import keras
 
     x, y = _overfitting_subset(lab)
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
-                                            restore_best_weights=True)
-    run = lab.run("early_stopping", "early stopping", base_config(schedule="constant"),
-                  epochs=4 * lab.params.epochs, callbacks=(stopper,), x_train=x, y_train=y)
-    val_loss, _ = run["model"].evaluate(lab.data.x_val, lab.data.y_val, verbose=0)
-    curve = run["history"]["val_loss"]
-    return {"val_loss": curve, "loss": run["history"]["loss"],
-            "stopped_epoch": len(curve), "epochs_allowed": 4 * lab.params.epochs,
-            "restored_val_loss": float(val_loss)}
+    epochs = 4 * lab.params.epochs
+    cfg = base_config(schedule="constant")
+    found = {"restored_test_accuracy": [], "full_test_accuracy": [], "best_epoch": [],
+             "stopped_epoch": [], "val_loss": [], "loss": []}
+    for seed in seeds_of(lab):
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                                restore_best_weights=True)
+        stopped = lab.run("early_stopping", f"stopped seed={seed}", cfg, epochs=epochs,
+                          callbacks=(stopper,), x_train=x, y_train=y, seed=seed)
+        full = lab.run("early_stopping", f"to the end seed={seed}", cfg, epochs=epochs,
+                       x_train=x, y_train=y, seed=seed)
+        for key, run in (("restored_test_accuracy", stopped), ("full_test_accuracy", full)):
+            found[key].append(float(predict_correct(run["model"], lab.data.x_test,
+                                                    lab.data.y_test).mean()))
+        curve = full["history"]["val_loss"]
+        stopped_curve = stopped["history"]["val_loss"]
+        found["best_epoch"].append(int(np.argmin(stopped_curve)) + 1)  # what Keras restores
+        found["stopped_epoch"].append(len(stopped_curve))
+        found["val_loss"].append([float(v) for v in curve])
+        found["loss"].append([float(v) for v in full["history"]["loss"]])
+    return {**found, "epochs_allowed": epochs, "train_images": len(y)}
 
 
 def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
@@ -264,18 +285,20 @@ ABLATIONS = {  # name -> (what changes in the champion's configuration, when it 
 
 
 def ablations(lab: Lab) -> dict:
-    """The champion's configuration (the pipeline's best CNN) retrained on the lessons' data,
-    then again with one part removed at a time; paired on the same test images."""
+    """The champion's configuration (the pipeline's best CNN) retrained on the lessons' data for
+    ``ablation_epochs``, then with one part removed at a time, each from every seed: test
+    accuracy per seed, paired by seed."""
     from pipeline.families import FAMILIES
 
     champion = lab.champion
     known = set(FAMILIES["cnn"].defaults) | set(AUGMENTATION_HPS)
     epochs = lab.params.ablation_epochs
 
-    def train(name: str, cfg: dict) -> np.ndarray:
-        run = lab.run("ablations", name, cfg, epochs=epochs,
-                      augmentation=augmentation_policy(cfg))
-        return predict_correct(run["model"], lab.data.x_test, lab.data.y_test)
+    def train(name: str, cfg: dict) -> list[float]:
+        return [float(predict_correct(
+            lab.run("ablations", f"{name} seed={seed}", cfg, epochs=epochs, seed=seed,
+                    augmentation=augmentation_policy(cfg))["model"],
+            lab.data.x_test, lab.data.y_test).mean()) for seed in seeds_of(lab)]
 
     base = train("champion", champion)
     cards = {}
@@ -283,12 +306,8 @@ def ablations(lab: Lab) -> dict:
         changes = change(champion)
         if name == "residual" and not champion.get("residual"):
             continue  # nothing to remove
-        correct = train(f"without {name}", {**champion, **changes})
-        test = mcnemar_exact(base, correct)
-        cards[name] = {"changes": changes, "accuracy": float(correct.mean()),
-                       "p_value": float(test["p_value"]),
-                       "only_champion": test["only_first_correct"],
-                       "only_ablated": test["only_second_correct"]}
-    return {"baseline_accuracy": float(base.mean()), "test_images": int(len(base)),
-            "epochs": epochs, "champion": {k: v for k, v in champion.items() if k in known},
-            "ablations": cards}
+        cards[name] = {"changes": changes, "accuracy": train(f"without {name}",
+                                                             {**champion, **changes})}
+    return {"baseline_accuracy": base, "test_images": len(lab.data.y_test), "epochs": epochs,
+            "seeds": lab.params.seeds,
+            "champion": {k: v for k, v in champion.items() if k in known}, "ablations": cards}

@@ -13,6 +13,8 @@ import numpy as np
 from pipeline.families import FAMILY_NAMES
 from pipeline.figures import _save, plt
 from pipeline.lessons import CLAIMS
+from pipeline.lessons.verdicts import EFFECT_MARGIN
+from pipeline.stats import paired_interval
 
 
 def _title(ax, claim: str, label: str) -> None:
@@ -123,34 +125,70 @@ def inductive_bias(r: dict, label: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _intervals(ax, labels: list[str], intervals: list[dict], margins: dict[str, float],
+               xlabel: str) -> None:
+    """Paired differences (points) with their 95% intervals, one row each, beside zero and
+    the claim's margins (label -> value); a tick for each seed's own difference."""
+    for row, interval in enumerate(intervals):
+        mean = 100 * interval["mean"]
+        low, high = (100 * interval[k] for k in ("low", "high"))
+        low, high = (v if np.isfinite(v) else mean for v in (low, high))
+        ax.errorbar([mean], [row], xerr=[[mean - low], [high - mean]], fmt="o", capsize=4,
+                    color="tab:blue")
+        ax.scatter(100 * np.asarray(interval["differences"]), [row] * interval["seeds"],
+                   marker="|", color="grey", zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    for (text, value), color in zip(margins.items(), ("tab:green", "tab:red"), strict=False):
+        ax.axvline(100 * value, color=color, ls="--", lw=1, label=text)
+    if margins:
+        ax.legend(fontsize=8)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel(xlabel)
+
+
 def regularisation_gap(r: dict, label: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    names = list(r["settings"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    settings = r["settings"]
+    names = list(settings)
     x = np.arange(len(names))
-    train = [100 * r["settings"][n]["train_accuracy"] for n in names]
-    val = [100 * r["settings"][n]["val_accuracy"] for n in names]
-    ax.bar(x - 0.2, train, 0.4, label="training (inference mode)")
-    ax.bar(x + 0.2, val, 0.4, label="validation")
-    ax.set_xticks(x, names)
-    ax.set_ylabel(f"accuracy (%), {r['train_images']} training images")
-    ax.legend(fontsize=8)
-    _title(ax, "regularisation_gap", label)
+    for offset, key, text in ((-0.2, "train_accuracy", "training (inference mode)"),
+                              (0.2, "val_accuracy", "validation")):
+        left.bar(x + offset, [100 * np.mean(settings[n][key]) for n in names], 0.4,
+                 yerr=[100 * np.std(settings[n][key]) for n in names], label=text)
+    left.set_xticks(x, names)
+    left.set_ylabel(f"accuracy (%), {r['train_images']} training images")
+    left.legend(fontsize=8)
+    gap = {k: np.subtract(v["train_accuracy"], v["val_accuracy"]) for k, v in settings.items()}
+    rows, intervals = [], []
+    for name in ("augmentation", "dropout"):
+        rows += [f"{name}: gap narrowed", f"{name}: validation change"]
+        intervals += [paired_interval(gap[name], gap["none"]),
+                      paired_interval(settings["none"]["val_accuracy"],
+                                      settings[name]["val_accuracy"])]
+    _intervals(right, rows, intervals,
+               {"the gap must narrow past this": EFFECT_MARGIN,
+                "validation must stay above this": -EFFECT_MARGIN},
+               "against no regularisation (points)")
+    _title(left, "regularisation_gap", label)
     return _save(fig, path)
 
 
 def early_stopping(r: dict, label: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    epochs = np.arange(1, len(r["val_loss"]) + 1)
-    ax.plot(epochs, r["loss"], "o-", label="training loss")
-    ax.plot(epochs, r["val_loss"], "o-", label="validation loss")
-    best = int(np.argmin(r["val_loss"])) + 1
-    ax.axvline(best, color="tab:green", ls="--", label=f"restored weights (epoch {best})")
-    ax.axvline(r["stopped_epoch"], color="tab:red", ls=":",
-               label=f"stopped (epoch {r['stopped_epoch']} of {r['epochs_allowed']})")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
-    _title(ax, "early_stopping", label)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    epochs = np.arange(1, len(r["val_loss"][0]) + 1)
+    left.plot(epochs, r["loss"][0], "o-", label="training loss")
+    left.plot(epochs, r["val_loss"][0], "o-", label="validation loss")
+    best = r["best_epoch"][0]
+    left.axvline(best, color="tab:green", ls="--", label=f"restored weights (epoch {best})")
+    left.axvline(r["stopped_epoch"][0], color="tab:red", ls=":",
+                 label=f"stopped (epoch {r['stopped_epoch'][0]} of {r['epochs_allowed']})")
+    left.set_xlabel("epoch (first seed; the run to the end)")
+    left.set_ylabel("loss")
+    left.legend(fontsize=8)
+    _intervals(right, ["restored - to the end"],
+               [paired_interval(r["full_test_accuracy"], r["restored_test_accuracy"])], {},
+               "test accuracy difference (points)")
+    _title(left, "early_stopping", label)
     return _save(fig, path)
 
 
@@ -186,18 +224,14 @@ def batch_norm(r: dict, label: str, path: Path) -> Path:
 
 
 def ablations(r: dict, label: str, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     names = list(r["ablations"])
-    diffs = [100 * (r["ablations"][n]["accuracy"] - r["baseline_accuracy"]) for n in names]
-    colors = ["tab:red" if r["ablations"][n]["p_value"] < 0.05 else "tab:grey" for n in names]
-    ax.barh(names, diffs, color=colors)
-    for i, n in enumerate(names):
-        ax.annotate(f"p={r['ablations'][n]['p_value']:.2g}", (diffs[i], i), fontsize=8,
-                    xytext=(4 if diffs[i] >= 0 else -4, 0), textcoords="offset points",
-                    ha="left" if diffs[i] >= 0 else "right", va="center")
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel(f"test accuracy change without it (points; champion "
-                  f"{100 * r['baseline_accuracy']:.1f}%, {r['test_images']} images)")
+    _intervals(ax, [f"without {n}" for n in names],
+               [paired_interval(r["baseline_accuracy"], r["ablations"][n]["accuracy"])
+                for n in names], {"a removal must cost more than this": -EFFECT_MARGIN},
+               f"test accuracy change (points; champion "
+               f"{100 * np.mean(r['baseline_accuracy']):.1f}%, {r['test_images']} images, "
+               f"{r['epochs']} epochs)")
     _title(ax, "ablations", label)
     return _save(fig, path)
 

@@ -86,8 +86,9 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
         tracker.close_claim(found[claim], drawn[claim])
     setup = {"claims": claims, "train_images": len(data.y_train), "val_images": len(data.y_val),
              "test_images": len(data.y_test), "dataset": data.meta.get("title", "CIFAR"),
-             "epochs": p.epochs, "seed": p.seed, "backend": keras.backend.backend(),
-             "runs": counter["runs"], "minutes": (time.monotonic() - started) / 60}
+             "epochs": p.epochs, "seed": p.seed, "seeds": p.seeds,
+             "backend": keras.backend.backend(), "runs": counter["runs"],
+             "minutes": (time.monotonic() - started) / 60}
     report.write_report(report_path, found, drawn, failures, setup)
     log.info("wrote %s (%d claims, %d trainings, %.1f min)", report_path, len(claims),
              counter["runs"], setup["minutes"])

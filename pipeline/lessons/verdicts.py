@@ -14,8 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.families import FAMILY_NAMES
+from pipeline.stats import paired_interval
 
 CLEAR_GAP = 0.02  # accuracy differences under 2 points count as no difference on these subsets
+# a training choice's effect on accuracy counts from 1 point up, and only where the 95%
+# interval of its paired difference over seeds clears that (claims judged on seeds)
+EFFECT_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,30 @@ def _all_of(facts: str, success: str, checks: list[tuple[bool, str]]) -> Verdict
     if not failed:
         return Verdict(True, f"{facts}: {success}")
     return Verdict(False, f"{facts}: {' and '.join(failed)}")
+
+
+def clears(interval: dict, margin: float) -> bool | None:
+    """True when the whole paired interval lies above ``margin``, False when it lies wholly
+    below it, None (this run cannot tell) when it straddles it."""
+    if interval["low"] > margin:
+        return True
+    if interval["high"] < margin:
+        return False
+    return None
+
+
+def _all_clear(outcomes: list[bool | None]) -> bool | None:
+    """A claim made of parts: supported when every part is, not supported when any part is
+    shown against it, otherwise inconclusive."""
+    if any(o is False for o in outcomes):
+        return False
+    return True if all(o is True for o in outcomes) else None
+
+
+def describe_interval(interval: dict) -> str:
+    """``+1.2 points (95% CI -0.3 to +2.7, 3 seeds)`` for an accuracy difference."""
+    return (f"{100 * interval['mean']:+.1f} points (95% CI {100 * interval['low']:+.1f} to "
+            f"{100 * interval['high']:+.1f}, {interval['seeds']} seeds)")
 
 
 def _pct(value: float) -> str:
@@ -175,30 +203,47 @@ def inductive_bias(r: dict) -> Verdict:
 
 
 def regularisation_gap(r: dict) -> Verdict:
-    """Augmentation and dropout each narrow the gap between training and validation accuracy
-    against training with neither."""
-    gap = {k: v["train_accuracy"] - v["val_accuracy"] for k, v in r["settings"].items()}
-    narrower = [k for k in ("augmentation", "dropout") if gap[k] < gap["none"]]
-    facts = ", ".join(f"{k} {100 * g:.1f} points" for k, g in gap.items())
-    if len(narrower) == 2:
-        return Verdict(True, f"train-val gap: {facts}: both narrow it")
-    if narrower:
-        return Verdict(False, f"train-val gap: {facts}: only {narrower[0]} narrows it")
-    return Verdict(False, f"train-val gap: {facts}: neither narrows it")
+    """Augmentation and dropout each narrow the gap between training and validation accuracy,
+    against training with neither, without costing validation accuracy: per regulariser the
+    95% interval of the gap's narrowing (paired seeds) must lie above 1 point, and the
+    interval of its validation change above -1 point (a gap narrowed by underfitting does not
+    count). Supported when both regularisers pass; not supported when an interval shows the
+    opposite for either (the gap not narrowed by a point, or validation down by more than
+    one); otherwise inconclusive."""
+    settings = r["settings"]
+    gap = {k: np.subtract(v["train_accuracy"], v["val_accuracy"]) for k, v in settings.items()}
+    outcomes, facts = [], []
+    for name in ("augmentation", "dropout"):
+        narrowing = paired_interval(gap[name], gap["none"])
+        validation = paired_interval(settings["none"]["val_accuracy"],
+                                     settings[name]["val_accuracy"])
+        narrows, holds = clears(narrowing, EFFECT_MARGIN), clears(validation, -EFFECT_MARGIN)
+        outcomes.append(False if False in (narrows, holds) else
+                        True if narrows and holds else None)
+        facts.append(f"{name} narrows the gap by {describe_interval(narrowing)}, validation "
+                     f"{describe_interval(validation)}")
+    verdict = _all_clear(outcomes)
+    ending = {True: "both narrow it without costing validation accuracy",
+              False: "at least one does not narrow it, or costs validation accuracy",
+              None: "the intervals cannot tell"}[verdict]
+    return Verdict(verdict, f"{'; '.join(facts)}: {ending}")
 
 
 def early_stopping(r: dict) -> Verdict:
-    """Early stopping helps when validation loss turns up: the restored (best) epoch comes
-    before the last one and its validation loss is lower. No turn in the budget: inconclusive."""
-    losses = r["val_loss"]
-    best = int(np.argmin(losses))
-    facts = (f"best validation loss {losses[best]:.3f} at epoch {best + 1}, last "
-             f"{losses[-1]:.3f} at epoch {len(losses)}, stopped after epoch {r['stopped_epoch']}")
-    if best == len(losses) - 1:
-        return Verdict(None, f"{facts}: validation loss never turned up in this budget")
-    if r["restored_val_loss"] <= losses[-1] and losses[-1] > losses[best]:
-        return Verdict(True, f"{facts}: the restored weights beat the last ones")
-    return Verdict(False, f"{facts}: the restored weights did not beat the last ones")
+    """Early stopping pays: on the test images (a split that did not choose the epoch), the
+    weights restored from the best validation-loss epoch (patience 2) beat the weights trained
+    to the whole budget, paired over seeds: supported when the 95% interval of the difference
+    lies above 0, not supported when it lies below 0, otherwise inconclusive (as when
+    validation loss never turned up and both are the same weights)."""
+    interval = paired_interval(r["full_test_accuracy"], r["restored_test_accuracy"])
+    verdict = clears(interval, 0.0)
+    facts = (f"restored (epochs {', '.join(str(e) for e in r['best_epoch'])} of "
+             f"{r['epochs_allowed']}) minus trained to the end: test accuracy "
+             f"{describe_interval(interval)}")
+    ending = {True: "stopping early generalises better",
+              False: "training to the end generalises better",
+              None: "no difference beyond the seeds' noise"}[verdict]
+    return Verdict(verdict, f"{facts}: {ending}")
 
 
 def depth_ratio(norms) -> float:
@@ -237,18 +282,17 @@ def batch_norm(r: dict) -> Verdict:
 
 
 def ablations(r: dict) -> Verdict:
-    """Each part of the champion earns its place: removing it costs accuracy on the same test
-    images with an exact McNemar p-value under 0.05. Reports how many of them do."""
-    hurt = [k for k, v in r["ablations"].items()
-            if v["accuracy"] < r["baseline_accuracy"] and v["p_value"] < 0.05]
-    facts = ", ".join(f"-{k} {100 * (v['accuracy'] - r['baseline_accuracy']):+.1f} points "
-                      f"(p={v['p_value']:.2g})" for k, v in r["ablations"].items())
-    n = len(r["ablations"])
-    if len(hurt) == n:
-        return Verdict(True, f"champion {_pct(r['baseline_accuracy'])}; {facts}: every part "
-                             "counts")
-    return Verdict(False, f"champion {_pct(r['baseline_accuracy'])}; {facts}: {len(hurt)} of "
-                          f"{n} removals cost significant accuracy")
+    """Each part of the champion earns its place: removing it costs test accuracy, paired over
+    seeds (the champion and each ablation trained from the same seeds): supported when every
+    removal's 95% interval of the cost lies above 1 point; not supported when some removal's
+    lies below it (that part is not shown to earn a point); otherwise inconclusive."""
+    base = r["baseline_accuracy"]
+    costs = {k: paired_interval(v["accuracy"], base) for k, v in r["ablations"].items()}
+    verdict = _all_clear([clears(c, EFFECT_MARGIN) for c in costs.values()])
+    facts = "; ".join(f"without {k} costs {describe_interval(c)}" for k, c in costs.items())
+    ending = {True: "every part counts", False: "not every part is shown to count",
+              None: "the intervals cannot tell for every part"}[verdict]
+    return Verdict(verdict, f"champion {_pct(float(np.mean(base)))}; {facts}: {ending}")
 
 
 VERDICTS = {
