@@ -182,7 +182,7 @@ GRADIENTS = """
 import json, sys
 import numpy as np
 import keras
-from pipeline.lessons.gradients import kernel_gradient_norms
+from pipeline.lessons.gradients import kernel_gradient_rms
 from pipeline.lessons.training import base_config, build, LessonData
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
@@ -198,7 +198,7 @@ for w in model.get_weights():  # the same weights on both backends
     fixed.append((0.2 * weights[offset:offset + w.size]).reshape(w.shape).astype(w.dtype))
     offset += w.size
 model.set_weights(fixed)
-print(json.dumps(kernel_gradient_norms(model, x, y, model.loss)))
+print(json.dumps(kernel_gradient_rms(model, x, y, model.loss)))
 """
 
 

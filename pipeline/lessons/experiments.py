@@ -223,10 +223,10 @@ def early_stopping(lab: Lab) -> dict:
 
 
 def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
-    """Gradient norm per layer of a 10-layer, 64-wide fully connected stack with sigmoid, tanh
-    or ReLU, with and without batch norm, on one batch of 256 images: at initialisation and
-    after whole epochs of SGD (rate 0.05) that make 50 steps at least."""
-    from pipeline.lessons.gradients import kernel_gradient_norms
+    """Gradient RMS per weight, layer by layer, of a 10-layer, 64-wide fully connected stack
+    with sigmoid, tanh or ReLU, with and without batch norm, on one batch of 256 images: at
+    initialisation and after whole epochs of SGD (rate 0.05) that make 50 steps at least."""
+    from pipeline.lessons.gradients import kernel_gradient_rms
 
     batch = slice(0, 256)
     x, y = lab.data.x_train[batch], lab.data.y_train[batch]
@@ -238,12 +238,12 @@ def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
                               activation=activation, batch_norm=norm, optimizer="sgd",
                               learning_rate=0.05, schedule="constant", weight_decay=0.0)
             model = build(cfg, lab.data, "fc", seed=lab.params.seed)
-            init = kernel_gradient_norms(model, x, y, model.loss)
+            init = kernel_gradient_rms(model, x, y, model.loss)
             per_epoch = math.ceil(len(lab.data.y_train) / cfg["batch_size"])
             epochs = max(1, math.ceil(steps / per_epoch))
             model.fit(lab.data.x_train, lab.data.y_train, batch_size=cfg["batch_size"],
                       epochs=epochs, verbose=0)
-            trained = kernel_gradient_norms(model, x, y, model.loss)
+            trained = kernel_gradient_rms(model, x, y, model.loss)
             configs[name] = {"layers": [n for n, _ in init], "init": [v for _, v in init],
                              "trained": [v for _, v in trained]}
             lab.report("vanishing_gradients", name, {"family": "fc", **cfg},

@@ -201,7 +201,7 @@ def vanishing_gradients(r: dict, label: str, path: Path) -> Path:
         ax.set_xlabel("layer (input side first)")
         ax.set_title("at initialisation" if when == "init" else f"after {r['steps']} steps",
                      fontsize=9)
-    axes[0].set_ylabel("gradient norm of the layer's kernel")
+    axes[0].set_ylabel("gradient RMS per kernel weight")
     axes[1].legend(fontsize=7)
     fig.suptitle(f"{CLAIMS['vanishing_gradients'][0]}: {label} by this run", fontsize=10)
     return _save(fig, path)

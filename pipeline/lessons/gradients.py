@@ -1,9 +1,12 @@
-"""Per-layer gradient norms of a Keras model, on the TensorFlow or the JAX backend.
+"""Per-layer gradient sizes (RMS per weight) of a Keras model, on the TensorFlow or the JAX backend.
 
 Keras 3 has no backend-neutral gradient call, so this is one small path per backend: a
 ``tf.GradientTape`` on TensorFlow, ``jax.grad`` over ``model.stateless_call`` on JAX (the way
-Keras' own JAX trainer differentiates). Both return the same thing: the L2 norm of the loss
-gradient for each layer's kernel, input side first. Tested on both (tests/test_lessons.py).
+Keras' own JAX trainer differentiates). Both return the same thing: the root mean square of
+the loss gradient over each layer's kernel weights, input side first. Per weight, not the
+kernel's whole L2 norm: a 3072x64 input kernel and a 64x10 output kernel differ 300-fold in
+size, and a norm would compare their sizes as much as their gradients. Tested on both
+backends (tests/test_lessons.py).
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import keras
 import numpy as np
 
 
-def kernel_gradient_norms(model, images, labels, loss) -> list[tuple[str, float]]:
-    """(layer name, gradient norm of its kernel) in the model's order, for one batch in
+def kernel_gradient_rms(model, images, labels, loss) -> list[tuple[str, float]]:
+    """(layer name, RMS of its kernel's gradient) in the model's order, for one batch in
     training mode (batch norm uses the batch's statistics, dropout is on)."""
     images = np.asarray(images, dtype="float32")  # pixels in [0, 255], as the stem expects
     variables = model.trainable_variables
@@ -24,10 +27,11 @@ def kernel_gradient_norms(model, images, labels, loss) -> list[tuple[str, float]
     elif backend == "jax":
         grads = _jax_gradients(model, images, labels, loss)
     else:
-        raise NotImplementedError(f"gradient norms are wired for tensorflow and jax, not "
+        raise NotImplementedError(f"gradients are wired for tensorflow and jax, not "
                                   f"{backend}")
     return [(variables[i].path.split("/")[0],
-             float(np.linalg.norm(np.asarray(grads[i], dtype=np.float64)))) for i in kernels]
+             float(np.sqrt(np.mean(np.square(np.asarray(grads[i], dtype=np.float64))))))
+            for i in kernels]
 
 
 def _tensorflow_gradients(model, images, labels, loss):

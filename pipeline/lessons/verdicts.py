@@ -244,7 +244,8 @@ def early_stopping(r: dict) -> Verdict:
 
 
 def depth_ratio(norms) -> float:
-    """First-layer over last-layer gradient norm: far below 1 when gradients vanish."""
+    """First-layer over last-layer gradient RMS per weight: far below 1 when gradients
+    vanish."""
     return float(norms[0] / max(norms[-1], 1e-30))
 
 
@@ -256,9 +257,9 @@ def vanishing_gradients(r: dict) -> Verdict:
     vanishes = ratio["sigmoid"] * 10 <= ratio["relu"]
     bn_helps = ratio.get("sigmoid_bn", 0.0) > ratio["sigmoid"]
     if vanishes and bn_helps:
-        return Verdict(True, f"first/last layer gradient norm at init: {facts}: sigmoid's "
+        return Verdict(True, f"first/last layer gradient RMS at init: {facts}: sigmoid's "
                              "vanish, ReLU and batch norm keep them")
-    return Verdict(False, f"first/last layer gradient norm at init: {facts}: "
+    return Verdict(False, f"first/last layer gradient RMS at init: {facts}: "
                           + ("batch norm did not lift sigmoid's" if vanishes
                              else "sigmoid's gradients did not vanish against ReLU's"))
 
