@@ -23,7 +23,7 @@ from pipeline.lessons.training import (
     fit,
     predict_correct,
 )
-from pipeline.lessons.verdicts import roughness
+from pipeline.lessons.verdicts import end_loss, roughness
 from pipeline.training import AUGMENTATION_HPS, augmentation_policy
 
 # the learning-rate and Adam lessons share it: half decades, fine enough that a band of good
@@ -84,18 +84,21 @@ def adam_robustness(lab: Lab, sgd: dict) -> dict:
 
 
 def momentum(lab: Lab, rate: float = 0.02, beta: float = 0.9) -> dict:
-    """SGD, heavy-ball momentum and Nesterov at the same constant rate (does momentum speed
-    progress?), and SGD at the rate momentum's steps average to, rate / (1 - beta) (at equal
-    step size, does averaging damp the oscillation?): per-step losses."""
+    """Heavy-ball momentum and Nesterov at a constant rate, and one baseline for both
+    questions: plain SGD at the step size momentum's steps average to, rate / (1 - beta); each
+    from every seed. Per-step losses: where they ended and how much they zigzag."""
     variants = {}
-    for name, optimizer, lr in (("sgd", "sgd", rate), ("momentum", "momentum", rate),
-                                ("nesterov", "nesterov", rate),
+    for name, optimizer, lr in (("momentum", "momentum", rate), ("nesterov", "nesterov", rate),
                                 ("sgd_same_step", "sgd", rate / (1 - beta))):
-        result = lab.run("momentum", f"{name} lr={lr:g}",
-                         base_config(optimizer=optimizer, learning_rate=lr, momentum=beta,
-                                     schedule="constant"))
-        variants[name] = {"loss_curve": result["step_losses"], "learning_rate": lr,
-                          "val_accuracy": result["val_accuracy"]}
+        runs = [lab.run("momentum", f"{name} lr={lr:g} seed={seed}",
+                        base_config(optimizer=optimizer, learning_rate=lr, momentum=beta,
+                                    schedule="constant"), seed=seed)
+                for seed in seeds_of(lab)]
+        curves = [run["step_losses"] for run in runs]
+        variants[name] = {"loss_curve": curves[0], "learning_rate": lr,
+                          "end_loss": [end_loss(c) for c in curves],
+                          "roughness": [roughness(c) for c in curves],
+                          "val_accuracy": [run["val_accuracy"] for run in runs]}
     return {"learning_rate": rate, "momentum": beta, "variants": variants}
 
 

@@ -52,9 +52,9 @@ def momentum(r: dict, label: str, path: Path) -> Path:
     for name, v in r["variants"].items():
         ax.plot(v["loss_curve"], lw=0.6, alpha=0.35)
         ax.plot(_smooth(v["loss_curve"]), lw=1.6, color=ax.lines[-1].get_color(),
-                label=f"{name}, lr {v.get('learning_rate', r['learning_rate']):g} "
-                      f"({100 * v['val_accuracy']:.1f}% val)")
-    ax.set_xlabel(f"training step (constant rates; momentum {r.get('momentum', 0.9):g})")
+                label=f"{name}, lr {v['learning_rate']:g} "
+                      f"({100 * np.mean(v['val_accuracy']):.1f}% val)")
+    ax.set_xlabel(f"training step (first seed; constant rates; momentum {r['momentum']:g})")
     ax.set_ylabel("training loss per step")
     ax.legend(fontsize=8)
     _title(ax, "momentum", label)
