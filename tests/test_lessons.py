@@ -171,6 +171,21 @@ def test_effects_inside_the_seeds_noise_are_inconclusive():
     assert VERDICTS["ablations"](single).supported is None
 
 
+def test_a_run_that_did_not_diverge_reports_its_final_loss():
+    # the final loss decides the learning-rate lesson's "too large diverges": it was NaN for
+    # every run once (a function object tested instead of the run's flag)
+    from pipeline.lessons.training import LessonData, base_config, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 64).astype(np.uint8)
+    data = LessonData(x, y, x, y, x, y, {"num_classes": 10, "mean": [120.0] * 3,
+                                         "std": [60.0] * 3})
+    calm = fit(base_config(schedule="constant", learning_rate=0.01), data, epochs=1)
+    assert not calm["diverged"] and math.isfinite(calm["final_loss"])
+    assert calm["final_loss"] == calm["history"]["loss"][-1]
+
+
 def test_the_paired_interval_is_the_paired_t_interval():
     from scipy.stats import ttest_rel
 

@@ -108,7 +108,7 @@ def fit(cfg: dict, data: LessonData, epochs: int, family: str = "cnn",
             "diverged": did_diverge, "seconds": time.perf_counter() - started,
             "val_accuracy": last.get("val_accuracy", math.nan),
             "train_accuracy": last.get("accuracy", math.nan),
-            "final_loss": math.nan if diverged else last.get("loss", math.nan),
+            "final_loss": math.nan if did_diverge else last.get("loss", math.nan),
             "params": int(model.count_params())}
 
 
