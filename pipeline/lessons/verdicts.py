@@ -72,19 +72,31 @@ def _diverged(loss: float, first_loss: float) -> bool:
     return not math.isfinite(loss) or loss > first_loss
 
 
+RATE_REACH = 100.0  # the too-slow and the diverging rate are looked for within 2 decades
+
+
 def learning_rate(r: dict) -> Verdict:
-    """Too small is slow: the smallest rate ends 2+ points under the best. Too large diverges:
-    the largest rate's final loss is not finite or above the loss at the start."""
-    acc, loss = r["val_accuracy"], r["final_loss"]
+    """Too small is slow, too large diverges, both found near the best rate rather than assumed
+    at the grid's ends: within 2 decades below the best rate there is one that trained (final
+    loss below the loss at the start) but ends 2+ points under the best; within 2 decades
+    above it there is one whose final loss is not finite or above the start. Supported when
+    both are found, not supported otherwise (the reason is named)."""
+    rates, acc, loss = r["rates"], r["val_accuracy"], r["final_loss"]
     best = int(np.nanargmax(acc))
-    slow = acc[0] <= acc[best] - CLEAR_GAP
-    diverged = _diverged(loss[-1], r["first_loss"])
-    facts = (f"best rate {r['rates'][best]:g} ({_pct(acc[best])}); smallest {r['rates'][0]:g} "
-             f"{_pct(acc[0])}; largest {r['rates'][-1]:g} ends at loss {loss[-1]:.3g} "
-             f"(start {r['first_loss']:.3g})")
+    top = rates[best]
+    slow = [i for i in range(best) if rates[i] * RATE_REACH >= top
+            and acc[i] <= acc[best] - CLEAR_GAP and loss[i] < r["first_loss"]]
+    wild = [i for i in range(best + 1, len(rates)) if rates[i] <= top * RATE_REACH
+            and _diverged(loss[i], r["first_loss"])]
+    found_slow = (f"rate {rates[slow[-1]]:g} trained to {_pct(acc[slow[-1]])}" if slow
+                  else "no rate within 2 decades below it trained slower")
+    found_wild = (f"rate {rates[wild[0]]:g} diverged (loss {loss[wild[0]]:.3g})" if wild
+                  else "no rate within 2 decades above it diverged")
+    facts = (f"best rate {top:g} ({_pct(acc[best])}); {found_slow}; {found_wild} (start "
+             f"loss {r['first_loss']:.3g})")
     return _all_of(facts, "too small is slow, too large diverges",
-                   [(slow, "the smallest rate was not slower"),
-                    (diverged, "the largest rate did not diverge")])
+                   [(bool(slow), "no too-small rate was found"),
+                    (bool(wild), "no too-large rate was found")])
 
 
 def roughness(curve) -> float:
