@@ -102,14 +102,41 @@ def momentum(lab: Lab, rate: float = 0.02, beta: float = 0.9) -> dict:
     return {"learning_rate": rate, "momentum": beta, "variants": variants}
 
 
-def batch_size(lab: Lab) -> dict:
-    """The base CNN for the same epochs at batch 32, 128 and 512 (same rate): validation
-    accuracy and the roughness of the per-step loss curve."""
-    sizes = [32, 128, 512]
-    runs = [lab.run("batch_size", f"batch {b}", base_config(batch_size=b)) for b in sizes]
-    return {"batch_sizes": sizes, "val_accuracy": [r["val_accuracy"] for r in runs],
-            "noise": [roughness(r["step_losses"]) for r in runs],
-            "loss_curves": [r["step_losses"] for r in runs]}
+BATCH_SIZES = [32, 128, 512]
+
+
+def batch_size(lab: Lab, draws: int = 5) -> dict:
+    """The base CNN at batch 32, 128 and 512 (same rate): trained for the same epochs (equal
+    examples; batch 32 takes 16 times the steps of batch 512) and for the steps batch 128
+    takes in them (equal steps). Then the noise itself, with the weights held fixed (the
+    batch-128 run's): ``draws`` gradients from disjoint mini-batches of each size, and the
+    mean squared distance of each from the gradient over all training images, relative to
+    that gradient's squared norm."""
+    from pipeline.lessons.gradients import gradient_vector
+
+    n = len(lab.data.y_train)
+    per_epoch = {b: math.ceil(n / b) for b in BATCH_SIZES}
+    equal_examples = {b: lab.run("batch_size", f"batch {b}", base_config(batch_size=b))
+                      for b in BATCH_SIZES}
+    steps = lab.params.epochs * per_epoch[128]
+    equal_steps = {b: equal_examples[b] if b == 128 else lab.run(
+        "batch_size", f"batch {b}, {steps} steps", base_config(batch_size=b),
+        epochs=max(1, round(steps / per_epoch[b]))) for b in BATCH_SIZES}
+    model = equal_examples[128]["model"]
+    x, y = lab.data.x_train, lab.data.y_train
+    full = gradient_vector(model, x, y, model.loss)
+    order = np.random.default_rng(lab.params.seed).permutation(n)
+    noise = []
+    for b in BATCH_SIZES:
+        batches = [order[i * b:(i + 1) * b] for i in range(max(1, min(draws, n // b)))]
+        spread = [np.sum((gradient_vector(model, x[i], y[i], model.loss) - full) ** 2)
+                  for i in batches]
+        noise.append(float(np.mean(spread) / max(np.sum(full ** 2), 1e-30)))
+    return {"batch_sizes": BATCH_SIZES, "gradient_noise": noise, "draws": draws,
+            "equal_steps": steps,
+            "val_accuracy": [equal_examples[b]["val_accuracy"] for b in BATCH_SIZES],
+            "val_accuracy_equal_steps": [equal_steps[b]["val_accuracy"] for b in BATCH_SIZES],
+            "loss_curves": [equal_examples[b]["step_losses"] for b in BATCH_SIZES]}
 
 
 def annealing(lab: Lab) -> dict:

@@ -66,16 +66,16 @@ def batch_size(r: dict, label: str, path: Path) -> Path:
     for size, curve in zip(r["batch_sizes"], r["loss_curves"], strict=True):
         epochs = np.linspace(0, 1, len(curve))
         left.plot(epochs, curve, lw=0.7, label=f"batch {size}")
-    left.set_xlabel("share of training done")
+    left.set_xlabel("share of training done (equal examples)")
     left.set_ylabel("training loss per step")
     left.legend(fontsize=8)
-    right.plot(r["batch_sizes"], r["noise"], "o-", label="curve noise (roughness)")
-    right.set_xscale("log", base=2)
+    sizes = np.asarray(r["batch_sizes"], dtype=float)
+    right.loglog(sizes, r["gradient_noise"], "o-", label="measured, fixed weights")
+    right.loglog(sizes, r["gradient_noise"][0] * sizes[0] / sizes, "k:", lw=1,
+                 label="1 / batch size (sampling)")
     right.set_xlabel("batch size")
-    right.set_ylabel("curve roughness")
-    twin = right.twinx()
-    twin.plot(r["batch_sizes"], 100 * np.asarray(r["val_accuracy"]), "s--", color="tab:green")
-    twin.set_ylabel("validation accuracy (%)", color="tab:green")
+    right.set_ylabel("gradient noise (relative variance)")
+    right.legend(fontsize=8)
     _title(left, "batch_size", label)
     return _save(fig, path)
 

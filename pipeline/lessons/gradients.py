@@ -18,20 +18,29 @@ import numpy as np
 def kernel_gradient_rms(model, images, labels, loss) -> list[tuple[str, float]]:
     """(layer name, RMS of its kernel's gradient) in the model's order, for one batch in
     training mode (batch norm uses the batch's statistics, dropout is on)."""
-    images = np.asarray(images, dtype="float32")  # pixels in [0, 255], as the stem expects
     variables = model.trainable_variables
     kernels = [i for i, v in enumerate(variables) if v.path.endswith("kernel")]
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        grads = _tensorflow_gradients(model, images, labels, loss)
-    elif backend == "jax":
-        grads = _jax_gradients(model, images, labels, loss)
-    else:
-        raise NotImplementedError(f"gradients are wired for tensorflow and jax, not "
-                                  f"{backend}")
+    grads = _gradients(model, images, labels, loss)
     return [(variables[i].path.split("/")[0],
              float(np.sqrt(np.mean(np.square(np.asarray(grads[i], dtype=np.float64))))))
             for i in kernels]
+
+
+def gradient_vector(model, images, labels, loss) -> np.ndarray:
+    """The loss gradient over every trainable weight, flattened: one mini-batch's estimate of
+    the gradient, at the model's current weights (training mode)."""
+    return np.concatenate([np.asarray(g, dtype=np.float64).ravel()
+                           for g in _gradients(model, images, labels, loss)])
+
+
+def _gradients(model, images, labels, loss) -> list:
+    images = np.asarray(images, dtype="float32")  # pixels in [0, 255], as the stem expects
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_gradients(model, images, labels, loss)
+    if backend == "jax":
+        return _jax_gradients(model, images, labels, loss)
+    raise NotImplementedError(f"gradients are wired for tensorflow and jax, not {backend}")
 
 
 def _tensorflow_gradients(model, images, labels, loss):
