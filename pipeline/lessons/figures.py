@@ -208,17 +208,22 @@ def vanishing_gradients(r: dict, label: str, path: Path) -> Path:
 
 
 def batch_norm(r: dict, label: str, path: Path) -> Path:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
-    for ax, key, xlabel in ((left, "rates", "learning rate (momentum SGD, constant)"),
-                            (right, "depths", "conv layers (no residual)")):
-        xs = list(r[key])
-        for variant, style in (("bn", "o-"), ("plain", "s--")):
-            ax.plot([float(x) for x in xs], [100 * r[key][x][variant] for x in xs], style,
-                    label="batch norm" if variant == "bn" else "without")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("validation accuracy (%)")
-        ax.legend(fontsize=8)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for depth, color in zip(r["depths"], ("tab:blue", "tab:orange"), strict=False):
+        for arm, style in (("bn", "o-"), ("plain", "s--")):
+            left.plot(r["rates"], 100 * np.asarray(r["grid"][f"{depth}/{arm}"]), style,
+                      color=color, label=f"{depth} layers, {'BN' if arm == 'bn' else 'plain'}")
     left.set_xscale("log")
+    left.set_xticks(r["rates"], [f"{x:g}" for x in r["rates"]])
+    left.minorticks_off()
+    left.set_xlabel("learning rate (momentum SGD, constant; first seed)")
+    left.set_ylabel("validation accuracy (%)")
+    left.legend(fontsize=7)
+    acc = r["val_accuracy"]
+    _intervals(right, [f"BN gain, {d} layers" for d in r["depths"]],
+               [paired_interval(acc[f"{d}/plain"], acc[f"{d}/bn"]) for d in r["depths"]],
+               {"margin": EFFECT_MARGIN}, "batch norm minus plain, each at its best rate "
+               "(points)")
     _title(left, "batch_norm", label)
     return _save(fig, path)
 
