@@ -193,9 +193,22 @@ class LessonsParams(Section):
     seeds: Annotated[int, Field(ge=1, le=10)] = 3  # the claims judged on paired seeds
     ablation_epochs: Annotated[int, Field(ge=1)] = 8  # the champion's ablation cards
     seed: Annotated[int, Field(ge=0)] = 0
+    # a second pass of every claim on fresh seeds (confirm_seed, confirm_seed + 1...) and a
+    # fresh data subset drawn with it; the report marks a claim whose verdicts differ as
+    # unstable. None: one pass
+    confirm_seed: Annotated[int, Field(ge=0)] | None = None
     # None: every claim, in order; else names from pipeline/lessons/__init__.py (checked when
     # the lessons stage starts, so that the default stages do not depend on that list)
     claims: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @field_validator("confirm_seed")
+    @classmethod
+    def _fresh(cls, value: int | None, info) -> int | None:
+        seed, seeds = info.data.get("seed", 0), info.data.get("seeds", 1)
+        if value is not None and abs(value - seed) < seeds:
+            raise ValueError(f"should give seeds the first pass does not use ({seed} to "
+                             f"{seed + seeds - 1}): at least {seed + seeds}")
+        return value
 
 
 class TrackingParams(Section):

@@ -228,6 +228,27 @@ def _real_images(count: int):
     return images.astype(np.uint8), np.asarray(batch["labels"][:count], dtype=np.uint8)
 
 
+def test_a_claim_whose_two_passes_disagree_is_unstable_and_inconclusive(tmp_path):
+    from pipeline.lessons.report import standing, write_report
+    from pipeline.lessons.verdicts import Verdict
+
+    main = {"annealing": Verdict(True, "a"), "early_stopping": Verdict(False, "b")}
+    again = {"annealing": Verdict(None, "c"), "early_stopping": Verdict(False, "d")}
+    assert standing(main["annealing"], again["annealing"]) is None
+    assert standing(main["early_stopping"], again["early_stopping"]) is False
+    figure = tmp_path / "lessons" / "f.png"
+    figure.parent.mkdir()
+    figure.write_bytes(b"png")
+    setup = {"claims": list(main), "train_images": 10, "val_images": 10, "test_images": 10,
+             "dataset": "CIFAR-10", "epochs": 1, "seed": 0, "seeds": 3, "confirm_seed": 10,
+             "backend": "tensorflow", "runs": 4, "minutes": 0.1}
+    text = write_report(tmp_path / "lessons.md", main, {k: figure for k in main}, {}, setup,
+                        confirmation=again).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| [")]
+    assert "| inconclusive (**unstable**) | supported | inconclusive |" in rows[0], rows[0]
+    assert "| **not supported** | not supported | not supported |" in rows[1], rows[1]
+
+
 def test_the_paired_interval_is_the_paired_t_interval():
     from scipy.stats import ttest_rel
 
@@ -283,14 +304,13 @@ def test_gradient_norms_agree_on_tensorflow_and_jax():
     assert values[0] < values[-1]  # a sigmoid stack: smaller gradients at the input side
 
 
-@pytest.mark.slow
-def test_lessons_end_to_end_tiny(tmp_path):
-    """Every claim's experiment on tiny generated data, 1 epoch: results, figures, verdicts,
-    the report and the MLflow runs (a real SQLite store)."""
+def _run_lessons(tmp_path, lessons: dict):
+    """`pipeline lessons` on tiny generated data with these lessons settings: the finished
+    process, the report's path and the params."""
     source = make_tiny_cifar(tmp_path / "src", per_class=4, test_per_class=4)
     params = {"prepare": {"source": str(source), "checksums": "warn"},
-              "lessons": {"train_per_class": 12, "eval_per_class": 2, "epochs": 1, "seeds": 1,
-                          "ablation_epochs": 1},
+              "lessons": {"train_per_class": 12, "eval_per_class": 2, "epochs": 1,
+                          "ablation_epochs": 1, **lessons},
               "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "t"}}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -314,6 +334,14 @@ def test_lessons_end_to_end_tiny(tmp_path):
          str(prepared), "--champion", str(champion), "--results", str(tmp_path / "results"),
          "--out", str(report)], cwd=REPO, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done, report, params
+
+
+@pytest.mark.slow
+def test_lessons_end_to_end_tiny(tmp_path):
+    """Every claim's experiment on tiny generated data, 1 epoch: results, figures, verdicts,
+    the report and the MLflow runs (a real SQLite store)."""
+    done, report, params = _run_lessons(tmp_path, {"seeds": 1})
     text = report.read_text()
     for claim in CLAIM_NAMES:
         result = json.loads((tmp_path / "results" / f"{claim}.json").read_text())
@@ -330,3 +358,25 @@ def test_lessons_end_to_end_tiny(tmp_path):
     assert sorted(r.info.run_name for r in claim_runs) == sorted(CLAIM_NAMES)
     assert all(r.data.tags.get("verdict") for r in claim_runs)
     assert len(runs) - len(claim_runs) >= 40  # a child run per setting
+
+
+@pytest.mark.slow
+def test_a_confirmation_pass_reruns_the_claims_on_fresh_seeds_and_data(tmp_path):
+    done, report, params = _run_lessons(tmp_path, {"seeds": 2, "confirm_seed": 7,
+                                                    "claims": ["early_stopping"]})
+    results = tmp_path / "results"
+    for claim in ("early_stopping",):
+        first = json.loads((results / f"{claim}.json").read_text())
+        second = json.loads((results / "confirmation" / f"{claim}.json").read_text())
+        assert (first["pass"], first["seed"]) == ("main", 0)
+        assert (second["pass"], second["seed"]) == ("confirmation", 7)
+        assert first["result"] != second["result"]
+        assert (report.parent / "lessons" / "confirmation" / f"{claim}.png").is_file()
+    assert "| claim | verdict | main pass | confirmation |" in report.read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=params["tracking"]["uri"])
+    experiment = client.get_experiment_by_name("t-lessons")
+    names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])
+             if "mlflow.parentRunId" not in r.data.tags}
+    assert names == {"early_stopping", "early_stopping (confirmation)"}

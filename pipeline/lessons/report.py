@@ -11,8 +11,17 @@ from pipeline.lessons.verdicts import VERDICTS, Verdict
 MARK = {True: "supported", False: "**not supported**", None: "inconclusive"}
 
 
+def standing(main: Verdict, confirmation: Verdict | None) -> bool | None:
+    """What a claim's verdict is once a confirmation pass ran: the main pass's when both
+    agree, inconclusive (unstable) when they differ."""
+    if confirmation is None or confirmation.supported == main.supported:
+        return main.supported
+    return None
+
+
 def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Path],
-                 failures: dict[str, str], setup: dict) -> Path:
+                 failures: dict[str, str], setup: dict,
+                 confirmation: dict[str, Verdict] | None = None) -> Path:
     lines = [
         "# The lecture's claims, measured",
         "",
@@ -21,8 +30,9 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         f"validation and {setup['test_images']:,} test images of {setup['dataset']} "
         f"(per-class subsets of the prepared splits), {setup['epochs']} "
         f"epoch{'s' if setup['epochs'] != 1 else ''} a run unless the claim says otherwise, "
-        f"seed {setup['seed']} (the claims judged on paired seeds, annealing, augmentation and "
-        f"dropout, early stopping and the ablation cards, train every arm from seeds "
+        f"seed {setup['seed']} (the claims judged on paired seeds, momentum, annealing, "
+        f"augmentation and dropout, early stopping, batch norm and the ablation cards, train "
+        f"every arm from seeds "
         f"{setup['seed']} to {setup['seed'] + setup['seeds'] - 1} and give the 95% interval "
         f"of each paired difference); Keras backend {setup['backend']}; "
         f"{setup['runs']} trainings in {setup['minutes']:.1f} minutes. The verdicts are "
@@ -30,17 +40,33 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         "threshold); small subsets and few epochs mean a verdict speaks for this setting, "
         "not for every network.",
         "",
-        "| claim | verdict | what decided it |",
-        "|---|---|---|",
     ]
+    if confirmation is not None:
+        lines += [
+            f"A confirmation pass ran every claim again on fresh seeds (from "
+            f"{setup['confirm_seed']}) and a fresh data subset drawn with them "
+            "(`results/lessons/confirmation/`, `reports/lessons/confirmation/`). A claim whose "
+            "two verdicts differ is **unstable**: its standing verdict is inconclusive.", "",
+            "| claim | verdict | main pass | confirmation | what decided it (main pass) |",
+            "|---|---|---|---|---|"]
+    else:
+        lines += ["| claim | verdict | what decided it |", "|---|---|---|"]
     for name in setup["claims"]:
         title = CLAIMS[name][0]
         if name in failures:
             lines.append(f"| {title} | failed | {failures[name]} |")
-        else:
-            verdict = verdicts[name]
-            lines.append(f"| [{title}](#{_anchor(title)}) | {MARK[verdict.supported]} | "
-                         f"{verdict.text} |")
+            continue
+        verdict = verdicts[name]
+        link = f"[{title}](#{_anchor(title)})"
+        if confirmation is None:
+            lines.append(f"| {link} | {MARK[verdict.supported]} | {verdict.text} |")
+            continue
+        second = confirmation.get(name)
+        final = standing(verdict, second)
+        unstable = " (**unstable**)" if second is not None and final != verdict.supported \
+            else ""
+        lines.append(f"| {link} | {MARK[final]}{unstable} | {verdict.label} | "
+                     f"{second.label if second else 'failed'} | {verdict.text} |")
     for name in setup["claims"]:
         title, claim = CLAIMS[name]
         lines += ["", f"## {title}", "", f"*Claim:* {claim}.", ""]

@@ -38,15 +38,48 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
                           f"not a claim; one of {', '.join(CLAIM_NAMES)}")
     import keras
 
-    from pipeline.lessons import experiments, figures, report, verdicts
-    from pipeline.lessons.training import load_lesson_data
+    from pipeline.lessons import report
 
     champion = None
     if "ablations" in claims:  # checked first: a missing champion fails before any training
         champion = store.read_json(champion_file, "the default pipeline")["hyperparameters"]
-    data = load_lesson_data(data_dir, p.train_per_class, p.eval_per_class, p.seed)
     tracker = _Tracker(params)
     counter = {"runs": 0}
+    started = time.monotonic()
+    passes = [("main", p.seed)] + ([("confirmation", p.confirm_seed)]
+                                   if p.confirm_seed is not None else [])
+    done = {}
+    for name, seed in passes:
+        where = "" if name == "main" else f"{name}/"
+        done[name] = _run_pass(
+            name, p.model_copy(update={"seed": seed}), claims, data_dir, champion, tracker,
+            counter, results_dir / where, report_path.parent / "lessons" / where, started)
+    found, drawn, failures, data = done["main"]
+    confirmed = done.get("confirmation")
+    setup = {"claims": claims, "train_images": len(data.y_train), "val_images": len(data.y_val),
+             "test_images": len(data.y_test), "dataset": data.meta.get("title", "CIFAR"),
+             "epochs": p.epochs, "seed": p.seed, "seeds": p.seeds,
+             "confirm_seed": p.confirm_seed, "backend": keras.backend.backend(),
+             "runs": counter["runs"], "minutes": (time.monotonic() - started) / 60}
+    report.write_report(report_path, found, drawn, failures, setup,
+                        confirmation=confirmed[0] if confirmed else None)
+    log.info("wrote %s (%d claims, %d trainings, %.1f min)", report_path, len(claims),
+             counter["runs"], setup["minutes"])
+    failures = {**failures, **(confirmed[2] if confirmed else {})}
+    if failures:
+        raise LessonsFailed(f"lessons failed: {', '.join(failures)} (see the log above and "
+                            f"{report_path})")
+    return {"verdicts": {k: v.label for k, v in found.items()}, **setup}
+
+
+def _run_pass(name: str, p, claims: list[str], data_dir: Path, champion: dict | None,
+              tracker, counter: dict, results_dir: Path, figures_dir: Path, started: float):
+    """Every claim once on the data subset and seeds of ``p.seed``: the verdicts, figures and
+    failures (one claim's failure is reported and the others still run), and the data."""
+    from pipeline.lessons import experiments, figures, verdicts
+    from pipeline.lessons.training import load_lesson_data
+
+    data = load_lesson_data(data_dir, p.train_per_class, p.eval_per_class, p.seed)
 
     def report_setting(claim: str, setting: str, cfg: dict, result: dict) -> None:
         counter["runs"] += 1
@@ -57,13 +90,12 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
         tracker.setting(setting, cfg, result.get("history", {}), scores)
 
     lab = experiments.Lab(data, p, report_setting, champion)
-    figures_dir = report_path.parent / "lessons"
     results, found, drawn, failures = {}, {}, {}, {}
-    started = time.monotonic()
     for index, claim in enumerate(claims, 1):
-        log.info("lesson %d of %d: %s (%s; %.1f min so far)", index, len(claims),
-                 CLAIMS[claim][0], CLAIMS[claim][1], (time.monotonic() - started) / 60)
-        tracker.open_claim(claim)
+        log.info("%s pass (seed %d), lesson %d of %d: %s (%s; %.1f min so far)", name, p.seed,
+                 index, len(claims), CLAIMS[claim][0], CLAIMS[claim][1],
+                 (time.monotonic() - started) / 60)
+        tracker.open_claim(claim, claim if name == "main" else f"{claim} ({name})")
         try:
             if claim == "adam_robustness":
                 sgd = results.get("learning_rate") or experiments.learning_rate(lab)
@@ -79,23 +111,12 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
         drawn[claim] = figures.FIGURES[claim](results[claim], found[claim].label,
                                               figures_dir / f"{claim}.png")
         store.atomic_write_bytes(results_dir / f"{claim}.json", json.dumps(
-            {"claim": CLAIMS[claim][1], "verdict": found[claim].label,
-             "verdict_text": found[claim].text, "result": results[claim]},
-            indent=1, default=float).encode())
+            {"claim": CLAIMS[claim][1], "pass": name, "seed": p.seed,
+             "verdict": found[claim].label, "verdict_text": found[claim].text,
+             "result": results[claim]}, indent=1, default=float).encode())
         log.info("lesson %s: %s: %s", claim, found[claim].label, found[claim].text)
         tracker.close_claim(found[claim], drawn[claim])
-    setup = {"claims": claims, "train_images": len(data.y_train), "val_images": len(data.y_val),
-             "test_images": len(data.y_test), "dataset": data.meta.get("title", "CIFAR"),
-             "epochs": p.epochs, "seed": p.seed, "seeds": p.seeds,
-             "backend": keras.backend.backend(), "runs": counter["runs"],
-             "minutes": (time.monotonic() - started) / 60}
-    report.write_report(report_path, found, drawn, failures, setup)
-    log.info("wrote %s (%d claims, %d trainings, %.1f min)", report_path, len(claims),
-             counter["runs"], setup["minutes"])
-    if failures:
-        raise LessonsFailed(f"lessons failed: {', '.join(failures)} (see the log above and "
-                            f"{report_path})")
-    return {"verdicts": {k: v.label for k, v in found.items()}, **setup}
+    return found, drawn, failures, data
 
 
 class _Tracker:
@@ -113,10 +134,10 @@ class _Tracker:
             if closed:
                 log.info("marked %d runs of an interrupted lessons run as killed", closed)
 
-    def open_claim(self, claim: str) -> None:
+    def open_claim(self, claim: str, run_name: str) -> None:
         if self.store:
             self.claim_run = self.store.create_run(
-                claim, {names.ROLE: names.ROLE_LESSON, names.NOTE: CLAIMS[claim][1]})
+                run_name, {names.ROLE: names.ROLE_LESSON, names.NOTE: CLAIMS[claim][1]})
 
     def setting(self, name: str, cfg: dict, history: dict, scores: dict) -> None:
         if not self.store:
