@@ -111,15 +111,15 @@ def inductive_bias(r: dict, label: str, path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     for family in FAMILY_NAMES:
         name = f"{family.upper()} ({r[family]['params']:,} parameters)"
-        shifts = r[family]["shift"]
-        left.plot([int(k) for k in shifts], [100 * v for v in shifts.values()], "o-", label=name)
-        rotations = r[family]["rotation"]
-        right.plot([int(k) for k in rotations], [100 * v for v in rotations.values()], "o-",
-                   label=name)
+        for ax, key in ((left, "shift"), (right, "rotation")):
+            amounts = r[family][key]
+            ax.errorbar([int(k) for k in amounts], [100 * np.mean(v) for v in amounts.values()],
+                        yerr=[100 * np.std(v) for v in amounts.values()], fmt="o-",
+                        capsize=3, label=name)
     left.set_xlabel("test images shifted by (pixels)")
     right.set_xlabel("test images rotated by (degrees)")
     for ax in (left, right):
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel("test accuracy (%), mean and spread over seeds")
         ax.legend(fontsize=8)
     _title(left, "inductive_bias", label)
     return _save(fig, path)
