@@ -37,6 +37,24 @@ def _bn_case(chosen: dict, accuracy: dict) -> dict:
             "grid": {k: [0.3, 0.4, 0.5] for k in accuracy}}
 
 
+def _depth_case(small: list, wide: list, deep: list) -> dict:
+    return {"nets": {
+        "shallow_256": {"layers": 1, "units": 256, "params": 789_000, "val_accuracy": small},
+        "shallow_1024": {"layers": 1, "units": 1024, "params": 3_157_000, "val_accuracy": wide},
+        "deep": {"layers": 4, "units": 212, "params": 790_000, "val_accuracy": deep}}}
+
+
+def _robust_case(kept_with: dict, kept_without: dict) -> dict:
+    """Test accuracy per seed of both arms: clean, and the shares of it each view keeps."""
+    clean = [0.50, 0.52, 0.48]
+    wobble = (-0.01, 0.0, 0.01)
+    return {"epochs": 8, "arms": {
+        arm: {"clean": clean, **{view: [c * (share + d)
+                                        for c, d in zip(clean, wobble, strict=True)]
+                                 for view, share in kept.items()}}
+        for arm, kept in (("flip_crop", kept_without), ("jitter_erasing", kept_with))}}
+
+
 def _shifted(base: float, keep: float) -> dict:
     """Accuracy per shift over three seeds (a little apart), keeping ``keep`` of it at 4 px."""
     return {str(p): [(base + d) * (1 - (1 - keep) * p / 4) for d in (-0.01, 0.0, 0.01)]
@@ -132,6 +150,16 @@ CASES = {
         {"baseline_accuracy": [0.60, 0.61, 0.59], "test_images": 1000, "ablations": {
             "batch_norm": {"accuracy": [0.40, 0.42, 0.41]},
             "schedule": {"accuracy": [0.605, 0.614, 0.596]}}}),
+    "depth_vs_width": (
+        _depth_case(small=[0.40, 0.41, 0.39], wide=[0.41, 0.42, 0.40], deep=[0.44, 0.45, 0.44]),
+        # on few images and epochs the deeper net trains slower: the shallow one is ahead
+        _depth_case(small=[0.40, 0.41, 0.39], wide=[0.42, 0.43, 0.41], deep=[0.37, 0.38, 0.37])),
+    "robustness": (
+        _robust_case(kept_with={"colour": 0.95, "occluded": 0.85},
+                     kept_without={"colour": 0.80, "occluded": 0.70}),
+        # the jittered net is no steadier under occlusion than the plain one
+        _robust_case(kept_with={"colour": 0.95, "occluded": 0.70},
+                     kept_without={"colour": 0.80, "occluded": 0.80})),
 }
 
 
@@ -251,6 +279,21 @@ def test_a_claim_whose_two_passes_disagree_is_unstable_and_inconclusive(tmp_path
     assert "| **not supported** | not supported | not supported |" in rows[1], rows[1]
 
 
+def test_the_robustness_views_change_colour_and_hide_a_square():
+    from pipeline.lessons.experiments import occlude, recolour
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    hidden = occlude(images, size=12, seed=3)
+    changed = np.any(hidden != images, axis=3)
+    assert hidden.dtype == np.uint8 and np.all(hidden[changed] == 128)
+    assert all(changed[i].sum() <= 144 for i in range(5))  # one 12 x 12 square each
+    assert np.array_equal(occlude(images, 12, 3), hidden)  # fixed by its seed
+    grey = np.full((1, 32, 32, 3), 100, dtype=np.uint8)
+    assert np.all(recolour(grey) == 120)  # a flat grey image only gets brighter
+    colourful = recolour(images).astype(int)
+    assert colourful.std() < images.astype(int).std()  # less contrast and saturation
+
+
 def test_the_paired_interval_is_the_paired_t_interval():
     from scipy.stats import ttest_rel
 
@@ -350,7 +393,7 @@ def test_lessons_end_to_end_tiny(tmp_path):
         assert result["verdict"] in ("supported", "not supported", "inconclusive")
         assert result["verdict_text"] in text
         assert (report.parent / "lessons" / f"{claim}.png").stat().st_size > 5000
-    assert "lesson 11 of 11" in done.stderr
+    assert f"lesson {len(CLAIM_NAMES)} of {len(CLAIM_NAMES)}" in done.stderr
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=params["tracking"]["uri"])

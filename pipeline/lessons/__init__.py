@@ -26,5 +26,11 @@ CLAIMS = {
                             "keep it"),
     "batch_norm": ("Batch norm", "batch norm allows higher learning rates and deeper nets"),
     "ablations": ("Ablation cards", "each part of the tuned CNN earns its place"),
+    "depth_vs_width": ("Depth against width",
+                       "deeper nets reach higher accuracy, while more neurons in a shallow "
+                       "net often do not help"),
+    "robustness": ("Colour and occlusion",
+                   "slight colour changes and partly hidden objects are inductive biases "
+                   "that augmentation builds in"),
 }
 CLAIM_NAMES = tuple(CLAIMS)

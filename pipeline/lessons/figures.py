@@ -241,4 +241,37 @@ def ablations(r: dict, label: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def depth_vs_width(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    nets = r["nets"]
+    names = list(nets)
+    for i, name in enumerate(names):
+        values = 100 * np.asarray(nets[name]["val_accuracy"])
+        ax.bar(i, values.mean(), color="tab:blue" if name == "deep" else "tab:grey", alpha=0.7)
+        ax.scatter(np.full(len(values), i), values, color="black", s=14, zorder=3)
+    ax.set_xticks(range(len(names)), [f"{nets[n]['layers']} x {nets[n]['units']}\n"
+                                      f"{nets[n]['params'] / 1e3:.0f}k parameters"
+                                      for n in names])
+    low = min(min(n["val_accuracy"]) for n in nets.values())
+    ax.set_ylim(max(0, 100 * low - 10), None)
+    ax.set_ylabel("validation accuracy (%), per seed")
+    _title(ax, "depth_vs_width", label)
+    return _save(fig, path)
+
+
+def robustness(r: dict, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    views = list(next(iter(r["arms"].values())))
+    x = np.arange(len(views))
+    for offset, (arm, scores) in zip((-0.2, 0.2), r["arms"].items(), strict=True):
+        ax.bar(x + offset, [100 * np.mean(scores[v]) for v in views], 0.4,
+               yerr=[100 * np.std(scores[v]) for v in views], capsize=3,
+               label=arm.replace("_", " and ").replace("flip and crop", "flip, crop"))
+    ax.set_xticks(x, [f"{v} test images" for v in views])
+    ax.set_ylabel(f"test accuracy (%), {r['epochs']} epochs")
+    ax.legend(fontsize=8)
+    _title(ax, "robustness", label)
+    return _save(fig, path)
+
+
 FIGURES = {name: globals()[name] for name in CLAIMS}

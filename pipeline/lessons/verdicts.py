@@ -347,10 +347,62 @@ def ablations(r: dict) -> Verdict:
     return Verdict(verdict, f"champion {_pct(float(np.mean(base)))}; {facts}: {ending}")
 
 
+def depth_vs_width(r: dict) -> Verdict:
+    """Depth pays where width does not, paired over seeds: the four-layer net beats the
+    one-layer net of about its parameters by more than 1 point (95% interval), and that gain
+    exceeds what four times the one-layer net's width buys (the interval of their difference
+    lies above 0). Supported when both hold, not supported when either interval lies below,
+    otherwise inconclusive."""
+    nets = r["nets"]
+    small, wide, deep = (nets[k] for k in ("shallow_256", "shallow_1024", "deep"))
+    depth = paired_interval(small["val_accuracy"], deep["val_accuracy"])
+    width = np.subtract(wide["val_accuracy"], small["val_accuracy"])
+    depth_over_width = paired_interval(width, np.subtract(deep["val_accuracy"],
+                                                          small["val_accuracy"]))
+    verdict = _all_clear([clears(depth, EFFECT_MARGIN), clears(depth_over_width, 0.0)])
+    facts = (f"1 x 256 units ({small['params']:,} parameters) "
+             f"{_pct(float(np.mean(small['val_accuracy'])))}, 1 x 1024 "
+             f"({wide['params']:,}) {_pct(float(np.mean(wide['val_accuracy'])))}, "
+             f"{deep['layers']} x {deep['units']} ({deep['params']:,}) "
+             f"{_pct(float(np.mean(deep['val_accuracy'])))}; depth at equal parameters "
+             f"{describe_interval(depth)}; depth's gain minus 4x width's "
+             f"{describe_interval(depth_over_width)}")
+    ending = {True: "depth pays, width much less", False: "depth does not beat width here",
+              None: "the intervals cannot tell"}[verdict]
+    return Verdict(verdict, f"{facts}: {ending}")
+
+
+def robustness(r: dict) -> Verdict:
+    """Augmentation builds in robustness to colour and occlusion: the net trained with colour
+    jitter and random erasing keeps a larger share of its clean test accuracy on the
+    recoloured and on the partly hidden test images than the net trained with flip and crop
+    alone, paired over seeds (each 95% interval of the kept share's difference above 0).
+    Supported when both hold, not supported when either lies below 0, otherwise
+    inconclusive."""
+    arms = r["arms"]
+    kept = {arm: {view: np.divide(scores[view], np.maximum(scores["clean"], 1e-12))
+                  for view in ("colour", "occluded")} for arm, scores in arms.items()}
+    differences = {view: paired_interval(kept["flip_crop"][view],
+                                         kept["jitter_erasing"][view])
+                   for view in ("colour", "occluded")}
+    verdict = _all_clear([clears(d, 0.0) for d in differences.values()])
+    facts = "; ".join(
+        f"{view}: kept {_pct(float(np.mean(kept['jitter_erasing'][view])))} with jitter and "
+        f"erasing, {_pct(float(np.mean(kept['flip_crop'][view])))} without, a difference of "
+        f"{describe_interval(d)}" for view, d in differences.items())
+    clean = {arm: _pct(float(np.mean(arms[arm]["clean"]))) for arm in arms}
+    ending = {True: "augmentation built both in",
+              False: "augmentation did not build both in",
+              None: "the intervals cannot tell"}[verdict]
+    return Verdict(verdict, f"clean test {clean['jitter_erasing']} with, {clean['flip_crop']} "
+                            f"without; {facts}: {ending}")
+
+
 VERDICTS = {
     "learning_rate": learning_rate, "momentum": momentum, "batch_size": batch_size,
     "annealing": annealing, "adam_robustness": adam_robustness,
     "inductive_bias": inductive_bias, "regularisation_gap": regularisation_gap,
     "early_stopping": early_stopping, "vanishing_gradients": vanishing_gradients,
-    "batch_norm": batch_norm, "ablations": ablations,
+    "batch_norm": batch_norm, "ablations": ablations, "depth_vs_width": depth_vs_width,
+    "robustness": robustness,
 }
