@@ -258,7 +258,8 @@ def early_stopping(lab: Lab) -> dict:
 def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
     """Gradient RMS per weight, layer by layer, of a 10-layer, 64-wide fully connected stack
     with sigmoid, tanh or ReLU, with and without batch norm, on one batch of 256 images: at
-    initialisation and after whole epochs of SGD (rate 0.05) that make 50 steps at least."""
+    initialisation and after whole epochs of SGD (rate 0.05) that make 50 steps at least,
+    with the validation accuracy those steps reached (does the gradient show in training?)."""
     from pipeline.lessons.gradients import kernel_gradient_rms
 
     batch = slice(0, 256)
@@ -278,7 +279,9 @@ def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
                       epochs=epochs, verbose=0)
             trained = kernel_gradient_rms(model, x, y, model.loss)
             configs[name] = {"layers": [n for n, _ in init], "init": [v for _, v in init],
-                             "trained": [v for _, v in trained]}
+                             "trained": [v for _, v in trained],
+                             "val_accuracy": float(predict_correct(
+                                 model, lab.data.x_val, lab.data.y_val).mean())}
             lab.report("vanishing_gradients", name, {"family": "fc", **cfg},
                        {"first_layer_grad_init": init[0][1], "last_layer_grad_init": init[-1][1]})
     return {"configs": configs, "steps": epochs * per_epoch}

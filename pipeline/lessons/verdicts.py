@@ -295,18 +295,26 @@ def depth_ratio(norms) -> float:
 
 
 def vanishing_gradients(r: dict) -> Verdict:
-    """Vanishing gradients: at initialisation the deep sigmoid stack's first/last layer
-    gradient ratio is 10x+ smaller than the ReLU stack's, and batch norm raises it."""
-    ratio = {k: depth_ratio(v["init"]) for k, v in r["configs"].items()}
-    facts = ", ".join(f"{k} {v:.2g}" for k, v in ratio.items())
-    vanishes = ratio["sigmoid"] * 10 <= ratio["relu"]
-    bn_helps = ratio.get("sigmoid_bn", 0.0) > ratio["sigmoid"]
-    if vanishes and bn_helps:
-        return Verdict(True, f"first/last layer gradient RMS at init: {facts}: sigmoid's "
-                             "vanish, ReLU and batch norm keep them")
-    return Verdict(False, f"first/last layer gradient RMS at init: {facts}: "
-                          + ("batch norm did not lift sigmoid's" if vanishes
-                             else "sigmoid's gradients did not vanish against ReLU's"))
+    """Vanishing gradients, at initialisation and in training: the deep sigmoid stack's
+    first/last layer gradient ratio is 10x+ smaller than the ReLU stack's, batch norm raises
+    it, and after the same steps of SGD the ReLU stack's validation accuracy is 2+ points
+    above the sigmoid stack's (the gradient that reaches the first layers is what trains)."""
+    configs = r["configs"]
+    ratio = {k: depth_ratio(v["init"]) for k, v in configs.items()}
+    accuracy = {k: v.get("val_accuracy") for k, v in configs.items()}
+    facts = (f"first/last layer gradient RMS at init: "
+             f"{', '.join(f'{k} {v:.2g}' for k, v in ratio.items())}; validation accuracy "
+             f"after {r['steps']} steps: "
+             f"{', '.join(f'{k} {_pct(v)}' for k, v in accuracy.items() if v is not None)}")
+    trains = accuracy["relu"] is not None and accuracy["sigmoid"] is not None and \
+        accuracy["relu"] >= accuracy["sigmoid"] + CLEAR_GAP
+    return _all_of(facts, "sigmoid's gradients vanish and it trains the worse for it; ReLU "
+                          "and batch norm keep them",
+                   [(ratio["sigmoid"] * 10 <= ratio["relu"],
+                     "sigmoid's gradients did not vanish against ReLU's"),
+                    (ratio.get("sigmoid_bn", 0.0) > ratio["sigmoid"],
+                     "batch norm did not lift sigmoid's"),
+                    (trains, "ReLU did not train clearly better than sigmoid")])
 
 
 def batch_norm(r: dict) -> Verdict:
