@@ -44,6 +44,16 @@ def _depth_case(small: list, wide: list, deep: list) -> dict:
         "deep": {"layers": 4, "units": 212, "params": 790_000, "val_accuracy": deep}}}
 
 
+def _adam_case(first: dict, gap: dict) -> dict:
+    """Three seeds per optimizer: validation after epoch 1 and at the end, the end's gap."""
+    wobble = (-0.005, 0.0, 0.005)
+    return {"epochs": 8, "arms": {
+        name: {"val_accuracy_curve": [[first[name] + d, 0.45 + d] for d in wobble],
+               "val_accuracy": [0.45 + d for d in wobble],
+               "train_accuracy": [0.45 + d + gap[name] for d in wobble]}
+        for name in first}}
+
+
 def _robust_case(kept_with: dict, kept_without: dict) -> dict:
     """Test accuracy per seed of both arms: clean, and the shares of it each view keeps."""
     clean = [0.50, 0.52, 0.48]
@@ -159,6 +169,12 @@ CASES = {
         _depth_case(small=[0.40, 0.41, 0.39], wide=[0.41, 0.42, 0.40], deep=[0.44, 0.45, 0.44]),
         # on few images and epochs the deeper net trains slower: the shallow one is ahead
         _depth_case(small=[0.40, 0.41, 0.39], wide=[0.42, 0.43, 0.41], deep=[0.37, 0.38, 0.37])),
+    "adam_generalisation": (
+        _adam_case(first={"nesterov": 0.20, "adam": 0.30, "adamw": 0.30},
+                   gap={"nesterov": 0.05, "adam": 0.12, "adamw": 0.06}),
+        # Adam leads early and overfits more, but decoupled decay does not close its gap
+        _adam_case(first={"nesterov": 0.20, "adam": 0.30, "adamw": 0.30},
+                   gap={"nesterov": 0.05, "adam": 0.12, "adamw": 0.14})),
     "robustness": (
         _robust_case(kept_with={"colour": 0.95, "occluded": 0.85},
                      kept_without={"colour": 0.80, "occluded": 0.70}),

@@ -29,6 +29,9 @@ CLAIMS = {
     "depth_vs_width": ("Depth against width",
                        "deeper nets reach higher accuracy, while more neurons in a shallow "
                        "net often do not help"),
+    "adam_generalisation": ("Adam early and late",
+                            "Adam is best in the first stages of training but can generalise "
+                            "worse and needs more regularisation (decoupled weight decay)"),
     "robustness": ("Colour and occlusion",
                    "slight colour changes and partly hidden objects are inductive biases "
                    "that augmentation builds in"),

@@ -274,4 +274,26 @@ def robustness(r: dict, label: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def adam_generalisation(r: dict, label: str, path: Path) -> Path:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+    for name, arm in r["arms"].items():
+        curves = 100 * np.asarray(arm["val_accuracy_curve"], dtype=float)
+        epochs = np.arange(1, curves.shape[1] + 1)
+        left.plot(epochs, curves.mean(axis=0), "o-", label=name)
+    left.set_xlabel("epoch")
+    left.set_ylabel("validation accuracy (%), mean over seeds")
+    left.legend(fontsize=8)
+    names = list(r["arms"])
+    x = np.arange(len(names))
+    for offset, key, text in ((-0.2, "train_accuracy", "training (inference mode)"),
+                              (0.2, "val_accuracy", "validation")):
+        right.bar(x + offset, [100 * np.mean(r["arms"][n][key]) for n in names], 0.4,
+                  label=text)
+    right.set_xticks(x, names)
+    right.set_ylabel(f"accuracy after {r['epochs']} epochs (%)")
+    right.legend(fontsize=8)
+    _title(left, "adam_generalisation", label)
+    return _save(fig, path)
+
+
 FIGURES = {name: globals()[name] for name in CLAIMS}
