@@ -266,7 +266,8 @@ def robustness(r: dict, label: str, path: Path) -> Path:
     for offset, (arm, scores) in zip((-0.2, 0.2), r["arms"].items(), strict=True):
         ax.bar(x + offset, [100 * np.mean(scores[v]) for v in views], 0.4,
                yerr=[100 * np.std(scores[v]) for v in views], capsize=3,
-               label=arm.replace("_", " and ").replace("flip and crop", "flip, crop"))
+               label={"flip_crop": "flip, crop",
+                      "jitter_erasing": "flip, crop, colour jitter, erasing"}.get(arm, arm))
     ax.set_xticks(x, [f"{v} test images" for v in views])
     ax.set_ylabel(f"test accuracy (%), {r['epochs']} epochs")
     ax.legend(fontsize=8)
