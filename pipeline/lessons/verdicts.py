@@ -58,6 +58,12 @@ def _all_clear(outcomes: list[bool | None]) -> bool | None:
     return True if all(o is True for o in outcomes) else None
 
 
+def _ending(verdict: bool | None, supported: str, against: str,
+            unclear: str = "the intervals cannot tell") -> str:
+    """What a three-valued verdict says of its claim, in the verdict's closing words."""
+    return {True: supported, False: against, None: unclear}[verdict]
+
+
 def describe_interval(interval: dict) -> str:
     """``+1.2 points (95% CI -0.3 to +2.7, 3 seeds)`` for an accuracy difference."""
     return (f"{100 * interval['mean']:+.1f} points (95% CI {100 * interval['low']:+.1f} to "
@@ -138,9 +144,8 @@ def momentum(r: dict) -> Verdict:
                          f"lower (95% CI {100 * interval['low']:+.0f} to "
                          f"{100 * interval['high']:+.0f}%)")
     verdict = _all_clear(outcomes)
-    ending = {True: "momentum is faster and smoother than SGD at its step size",
-              False: "momentum is not both faster and smoother than SGD at its step size",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "momentum is faster and smoother than SGD at its step size",
+                     "momentum is not both faster and smoother than SGD at its step size")
     return Verdict(verdict, f"against SGD at lr {base['learning_rate']:g}, "
                             f"{len(base['end_loss'])} seeds: {'; '.join(facts)}: {ending}")
 
@@ -187,8 +192,8 @@ def annealing(r: dict) -> Verdict:
     interval = paired_interval(schedules["constant"], per_seed)
     verdict = clears(interval, EFFECT_MARGIN)
     means = ", ".join(f"{k} {_pct(float(np.mean(v)))}" for k, v in schedules.items())
-    ending = {True: "annealing wins", False: "annealing does not win by a point",
-              None: "the interval cannot tell"}[verdict]
+    ending = _ending(verdict, "annealing wins",
+                     "annealing does not win by a point", "the interval cannot tell")
     return Verdict(verdict, f"{means}; decaying minus constant {describe_interval(interval)}: "
                             f"{ending}")
 
@@ -238,9 +243,8 @@ def inductive_bias(r: dict) -> Verdict:
              f"{describe_interval(better)}; shifted 4 px they keep "
              f"{_pct(float(np.mean(keep['cnn'])))} and {_pct(float(np.mean(keep['fc'])))} of "
              f"it, a difference of {describe_interval(steadier)}")
-    ending = {True: "convolution's bias pays and survives shifts",
-              False: "the CNN is not both better and steadier under shifts",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "convolution's bias pays and survives shifts",
+                     "the CNN is not both better and steadier under shifts")
     return Verdict(verdict, f"{facts}: {ending}")
 
 
@@ -265,9 +269,8 @@ def regularisation_gap(r: dict) -> Verdict:
         facts.append(f"{name} narrows the gap by {describe_interval(narrowing)}, validation "
                      f"{describe_interval(validation)}")
     verdict = _all_clear(outcomes)
-    ending = {True: "both narrow it without costing validation accuracy",
-              False: "at least one does not narrow it, or costs validation accuracy",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "both narrow it without costing validation accuracy",
+                     "at least one does not narrow it, or costs validation accuracy")
     return Verdict(verdict, f"{'; '.join(facts)}: {ending}")
 
 
@@ -282,9 +285,9 @@ def early_stopping(r: dict) -> Verdict:
     facts = (f"restored (epochs {', '.join(str(e) for e in r['best_epoch'])} of "
              f"{r['epochs_allowed']}) minus trained to the end: test accuracy "
              f"{describe_interval(interval)}")
-    ending = {True: "stopping early generalises better",
-              False: "training to the end generalises better",
-              None: "no difference beyond the seeds' noise"}[verdict]
+    ending = _ending(verdict, "stopping early generalises better",
+                     "training to the end generalises better",
+                     "no difference beyond the seeds' noise")
     return Verdict(verdict, f"{facts}: {ending}")
 
 
@@ -336,9 +339,9 @@ def batch_norm(r: dict) -> Verdict:
                       for d in r["depths"])
     facts = (f"best rates {rates}; gain at {deep} layers {describe_interval(deep_gain)}; "
              f"growth from {shallow} to {deep} layers {describe_interval(growth)}")
-    ending = {True: "batch norm carries higher rates and depth",
-              False: "batch norm does not carry both", None: "the intervals cannot tell"}
-    return Verdict(verdict, f"{facts}: {ending[verdict]}")
+    ending = _ending(verdict, "batch norm carries higher rates and depth",
+                     "batch norm does not carry both")
+    return Verdict(verdict, f"{facts}: {ending}")
 
 
 def ablations(r: dict) -> Verdict:
@@ -350,8 +353,8 @@ def ablations(r: dict) -> Verdict:
     costs = {k: paired_interval(v["accuracy"], base) for k, v in r["ablations"].items()}
     verdict = _all_clear([clears(c, EFFECT_MARGIN) for c in costs.values()])
     facts = "; ".join(f"without {k} costs {describe_interval(c)}" for k, c in costs.items())
-    ending = {True: "every part counts", False: "not every part is shown to count",
-              None: "the intervals cannot tell for every part"}[verdict]
+    ending = _ending(verdict, "every part counts",
+                     "not every part is shown to count", "the intervals cannot tell for every part")
     return Verdict(verdict, f"champion {_pct(float(np.mean(base)))}; {facts}: {ending}")
 
 
@@ -375,8 +378,7 @@ def depth_vs_width(r: dict) -> Verdict:
              f"{_pct(float(np.mean(deep['val_accuracy'])))}; depth at equal parameters "
              f"{describe_interval(depth)}; depth's gain minus 4x width's "
              f"{describe_interval(depth_over_width)}")
-    ending = {True: "depth pays, width much less", False: "depth does not beat width here",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "depth pays, width much less", "depth does not beat width here")
     return Verdict(verdict, f"{facts}: {ending}")
 
 
@@ -399,9 +401,7 @@ def robustness(r: dict) -> Verdict:
         f"erasing, {_pct(float(np.mean(kept['flip_crop'][view])))} without, a difference of "
         f"{describe_interval(d)}" for view, d in differences.items())
     clean = {arm: _pct(float(np.mean(arms[arm]["clean"]))) for arm in arms}
-    ending = {True: "augmentation built both in",
-              False: "augmentation did not build both in",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "augmentation built both in", "augmentation did not build both in")
     return Verdict(verdict, f"clean test {clean['jitter_erasing']} with, {clean['flip_crop']} "
                             f"without; {facts}: {ending}")
 
@@ -424,9 +424,8 @@ def adam_generalisation(r: dict) -> Verdict:
     facts = (f"after epoch 1 Adam minus SGD {describe_interval(early)}; train-validation gap "
              f"at the end, Adam minus SGD {describe_interval(worse)}, Adam minus AdamW "
              f"{describe_interval(decoupled)}; validation at the end {ends}")
-    ending = {True: "Adam leads early, generalises worse, and decoupled decay helps it",
-              False: "at least one of the three is shown against the claim",
-              None: "the intervals cannot tell"}[verdict]
+    ending = _ending(verdict, "Adam leads early, generalises worse, and decoupled decay helps it",
+                     "at least one of the three is shown against the claim")
     return Verdict(verdict, f"{facts}: {ending}")
 
 
