@@ -49,7 +49,7 @@ def test_a_store_outage_mid_search_blocks_no_epoch_and_loses_nothing(tmp_path, t
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     servers = [_start_server(root, port)]
-    outage = {}
+    outage, restored = {}, threading.Event()
 
     def kill_then_restart():
         _wait_for_trials(tmp_path, 2)
@@ -58,6 +58,14 @@ def test_a_store_outage_mid_search_blocks_no_epoch_and_loses_nothing(tmp_path, t
         time.sleep(OUTAGE_S)
         servers.append(_start_server(root, port))
         outage["end"] = time.time()
+        restored.set()
+
+    # the search's end waits for the restart, however slow the machine: the store is back
+    # seconds before the final drain, while the writer still sleeps in its backoff
+    from pipeline.tracking.search_runs import SearchRuns
+    finish = SearchRuns.finish
+    monkeypatch.setattr(SearchRuns, "finish",
+                        lambda self, *a, **k: (restored.wait(120), finish(self, *a, **k))[1])
 
     def check(best):
         assert "end" in outage, "the search ended before the store came back"

@@ -55,6 +55,7 @@ class SpooledWriter:
         self._pending: deque[dict] = deque()
         self._replayed: set[str] = set()  # keys whose creation may have reached the store
         self._closed = False  # closed: the thread sends nothing more (the spool keeps it)
+        self._retry_now = threading.Event()  # cuts a backoff short: the drain asks again at once
         self._seq = 0
         self._lock = threading.Condition()
         self._file_lock = threading.Lock()
@@ -82,17 +83,21 @@ class SpooledWriter:
     def drain(self, timeout_s: float, give_up_when_down_s: float = GIVE_UP_WHEN_DOWN_S) -> int:
         """Wait until every queued write went through, at most ``timeout_s``, and no longer
         than ``give_up_when_down_s`` while the store does not answer at all; returns how many
-        are left (they stay in the spool for the next writer)."""
-        deadline = time.monotonic() + timeout_s
+        are left (they stay in the spool for the next writer). The writer asks the store again
+        at once, and the give-up clock starts no earlier than the drain: a store that came back
+        during a long outage is not taken for down by a writer still sleeping in its backoff."""
+        started = time.monotonic()
+        deadline = started + timeout_s
+        self._retry_now.set()
         with self._lock:
             while self._pending and time.monotonic() < deadline and not self._down_for(
-                    give_up_when_down_s):
+                    give_up_when_down_s, started):
                 self._lock.wait(timeout=min(0.5, max(deadline - time.monotonic(), 0.01)))
             return len(self._pending)
 
-    def _down_for(self, seconds: float) -> bool:
+    def _down_for(self, seconds: float, not_before: float) -> bool:
         since = self.waiting_since
-        return since is not None and time.monotonic() - since >= seconds
+        return since is not None and time.monotonic() - max(since, not_before) >= seconds
 
     def resolve(self, run: str | None) -> str | None:
         """The MLflow run id of a key (None while its run is not created)."""
@@ -148,7 +153,8 @@ class SpooledWriter:
                 waited = True
                 if self.waiting_since is None:
                     self.waiting_since = time.monotonic()
-                time.sleep(backoff)
+                if self._retry_now.wait(backoff):
+                    self._retry_now.clear()
                 backoff = min(2 * backoff, MAX_BACKOFF_S)
 
     def _apply(self, op: str, args: dict) -> None:
