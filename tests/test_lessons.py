@@ -37,6 +37,17 @@ def _bn_case(chosen: dict, accuracy: dict) -> dict:
             "grid": {k: [0.3, 0.4, 0.5] for k in accuracy}}
 
 
+def _landscape_case(ratios: list[float], plain: float = 0.4) -> dict:
+    """Pairs of probe summaries over 2 depths x 3 rates: batch norm's measures are the plain
+    net's times ``ratios`` (the same ratio for the loss range and the gradient change)."""
+    return {"steps": [0.5, 1.0, 2.0, 4.0], "probe_images": 256, "pairs": [
+        {"depth": depth, "rate": rate,
+         "bn": {"loss_range": plain * ratio, "gradient_change": 2 * plain * ratio},
+         "plain": {"loss_range": plain, "gradient_change": 2 * plain}}
+        for (depth, rate), ratio in zip([(d, r) for d in ("4", "13") for r in (0.02, 0.1, 0.5)],
+                                        ratios, strict=True)]}
+
+
 def _depth_case(small: list, wide: list, deep: list) -> dict:
     return {"nets": {
         "shallow_256": {"layers": 1, "units": 256, "params": 789_000, "val_accuracy": small},
@@ -157,6 +168,10 @@ CASES = {
         _bn_case({"4/bn": 0.5, "4/plain": 0.1, "13/bn": 0.5, "13/plain": 0.1},
                  {"4/bn": [0.50, 0.51, 0.49], "4/plain": [0.42, 0.43, 0.42],
                   "13/bn": [0.52, 0.53, 0.51], "13/plain": [0.50, 0.52, 0.50]})),
+    "bn_landscape": (
+        _landscape_case([0.3, 0.4, 0.5, 0.2, 0.3, 0.45]),
+        # at a constant rate the normalised net takes larger effective steps: rougher with it
+        _landscape_case([1.3, 1.5, 1.2, 1.6, 1.4, 1.25])),
     "ablations": (
         {"baseline_accuracy": [0.60, 0.61, 0.59], "test_images": 1000, "ablations": {
             "batch_norm": {"accuracy": [0.40, 0.42, 0.41]},
@@ -209,6 +224,55 @@ def test_an_optimizer_that_never_trains_has_no_good_band():
                                            "sgd": [0.1, 0.11, 0.12, 0.13, 0.1, 0.1],
                                            "adam": [0.3, 0.4, 0.2, 0.1, 0.1, 0.1]})
     assert verdict.supported is True  # SGD's band is empty, not six decades wide
+
+
+def test_a_landscape_with_diverged_arms_or_mixed_ratios_is_inconclusive():
+    """Diverged arms have no landscape: with fewer than 3 pairs left, or ratios on both sides
+    of the margin, the rule cannot tell."""
+    from pipeline.lessons.verdicts import bn_landscape
+
+    diverged = _landscape_case([0.3, 0.4, 0.5, 0.2, 0.3, 0.45])
+    for pair in diverged["pairs"][2:]:
+        pair["plain"]["loss_range"] = math.nan
+    found = bn_landscape(diverged)
+    assert found.supported is None and "4 pair(s) without a landscape" in found.text
+    assert bn_landscape(_landscape_case([0.3, 1.4, 0.5, 1.2, 0.3, 1.1])).supported is None
+
+
+def test_the_watched_stop_is_the_stop_keras_makes_and_training_goes_on():
+    """One training gives both early-stopping arms: where WatchedStopping notes its stop, and
+    the weights it notes, are what Keras's own EarlyStopping stops at and restores; the
+    watched run trains on to the end."""
+    import keras
+
+    from pipeline.lessons.experiments import WatchedStopping
+
+    rng = np.random.default_rng(0)  # noise labels: validation loss turns up within epochs
+    x, y = rng.standard_normal((256, 20)), rng.integers(0, 2, 256)
+    xv, yv = rng.standard_normal((128, 20)), rng.integers(0, 2, 128)
+
+    def train(callback):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(64, activation="relu"),
+                                  keras.layers.Dense(2)])
+        model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True))
+        history = model.fit(x, y, validation_data=(xv, yv), epochs=20, batch_size=32,
+                            shuffle=False, verbose=0, callbacks=[callback])
+        return model, history.history["val_loss"]
+
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
+                                            restore_best_weights=True)
+    stopped, stopped_curve = train(stopper)
+    watcher = WatchedStopping(monitor="val_loss", patience=2)
+    full, full_curve = train(watcher)
+    assert len(stopped_curve) < 20 and len(full_curve) == 20  # Keras stopped; the watch went on
+    assert watcher.stop["stopped_epoch"] == len(stopped_curve)
+    assert watcher.stop["best_epoch"] == int(np.argmin(stopped_curve)) + 1
+    for kept, restored in zip(watcher.stop["weights"], stopped.get_weights(), strict=True):
+        np.testing.assert_allclose(kept, restored, rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(full.get_weights(),
+                                                       stopped.get_weights(), strict=True))
 
 
 def test_early_stopping_without_a_turn_is_inconclusive():
@@ -332,7 +396,7 @@ GRADIENTS = """
 import json, sys
 import numpy as np
 import keras
-from pipeline.lessons.gradients import kernel_gradient_rms
+from pipeline.lessons.gradients import kernel_gradient_rms, loss_along_gradient
 from pipeline.lessons.training import base_config, build, LessonData
 rng = np.random.default_rng(0)
 x = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
@@ -348,20 +412,27 @@ for w in model.get_weights():  # the same weights on both backends
     fixed.append((0.2 * weights[offset:offset + w.size]).reshape(w.shape).astype(w.dtype))
     offset += w.size
 model.set_weights(fixed)
-print(json.dumps(kernel_gradient_rms(model, x, y, model.loss)))
+probe = loss_along_gradient(model, x, y, model.loss, [0.5, 2.0])
+assert all(np.array_equal(a, b) for a, b in zip(fixed, model.get_weights()))  # put back
+print(json.dumps({"norms": kernel_gradient_rms(model, x, y, model.loss), "probe": probe}))
 """
 
 
 def test_gradient_norms_agree_on_tensorflow_and_jax():
     """One path per backend, the same numbers: the same weights and batch give the same
-    per-layer norms on TensorFlow and on JAX."""
-    norms = {}
+    per-layer norms, and the same landscape along the gradient, on TensorFlow and on JAX; the
+    landscape probe puts the weights back."""
+    found = {}
     for backend in ("tensorflow", "jax"):
         out = subprocess.run([sys.executable, "-c", GRADIENTS], cwd=REPO, check=True,
                              capture_output=True, text=True,
                              env={**os.environ, "KERAS_BACKEND": backend})
-        norms[backend] = json.loads(out.stdout.strip().splitlines()[-1])
-    tf_norms, jax_norms = norms["tensorflow"], norms["jax"]
+        found[backend] = json.loads(out.stdout.strip().splitlines()[-1])
+    tf_probe, jax_probe = found["tensorflow"]["probe"], found["jax"]["probe"]
+    assert tf_probe["loss_range"] > 0 and tf_probe["gradient_change"] > 0
+    for key in ("loss_range", "gradient_change"):
+        assert tf_probe[key] == pytest.approx(jax_probe[key], rel=1e-2)
+    tf_norms, jax_norms = found["tensorflow"]["norms"], found["jax"]["norms"]
     assert [n for n, _ in tf_norms] == [n for n, _ in jax_norms]
     assert len(tf_norms) == 7  # six hidden layers and the logits
     np.testing.assert_allclose([v for _, v in tf_norms], [v for _, v in jax_norms], rtol=2e-3)

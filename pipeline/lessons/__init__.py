@@ -25,6 +25,8 @@ CLAIMS = {
                             "sigmoid stacks lose their gradient in depth; ReLU and batch norm "
                             "keep it"),
     "batch_norm": ("Batch norm", "batch norm allows higher learning rates and deeper nets"),
+    "bn_landscape": ("Batch norm and the loss landscape",
+                     "batch norm makes the loss landscape smoother"),
     "ablations": ("Ablation cards", "each part of the tuned CNN earns its place"),
     "depth_vs_width": ("Depth against width",
                        "deeper nets reach higher accuracy, while more neurons in a shallow "

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 
 from pipeline.config import AugmentationParams, LessonsParams
@@ -74,9 +75,10 @@ def learning_rate(lab: Lab) -> dict:
             "first_loss": math.log(lab.data.num_classes)}
 
 
-def adam_robustness(lab: Lab, sgd: dict) -> dict:
+def adam_robustness(lab: Lab, sgd: dict | None = None) -> dict:
     """Adam on the same plain CNN and the same rates as the learning-rate lesson, beside
-    that lesson's SGD results."""
+    that lesson's SGD results (``sgd``, else it runs)."""
+    sgd = sgd or learning_rate(lab)
     runs = [lab.run("adam_robustness", f"adam lr={rate:g}",
                     _plain(optimizer="adam", learning_rate=rate)) for rate in SGD_RATES]
     return {"rates": SGD_RATES, "sgd": sgd["val_accuracy"],
@@ -224,35 +226,66 @@ def regularisation_gap(lab: Lab) -> dict:
     return {"train_images": len(y), "seeds": lab.params.seeds, "settings": settings}
 
 
+class WatchedStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping that notes where it would stop and which weights it would restore
+    (``stop``), then lets training run to the end: one training gives both the early-stopped
+    net and the net trained to the end, the same trajectory up to the stop."""
+
+    def __init__(self, **kwargs):
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.stop: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.stop, self.last_epoch = None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_epoch = epoch
+        if self.stop is not None or self.model.stop_training:  # noted, or ended by a NaN
+            return
+        super().on_epoch_end(epoch, logs)
+        if self.model.stop_training:  # its own stop: noted, and training goes on
+            self.model.stop_training = False
+            self._note(epoch)
+
+    def on_train_end(self, logs=None):  # never restores: the caller holds both weights
+        if self.stop is None and self.best_weights is not None:
+            self._note(self.last_epoch)  # training ended first: what Keras would restore
+
+    def _note(self, epoch: int) -> None:
+        self.stop = {"weights": self.best_weights, "best_epoch": self.best_epoch + 1,
+                     "stopped_epoch": epoch + 1}
+
+
 def early_stopping(lab: Lab) -> dict:
     """A net that can overfit (a third of the subset, constant rate, no regularisation),
-    trained from each seed twice for 4x the lessons' epochs: once stopped when validation loss
-    has not improved for 2 epochs, best weights restored (Keras's EarlyStopping), once to the
-    end. Both are scored on the test images, which chose no epoch."""
-    import keras
-
+    trained from each seed for 4x the lessons' epochs, watched by Keras's EarlyStopping
+    (validation loss, patience 2, best weights restored): the weights it would restore when it
+    stops against the weights trained to the end, both from one training (the stopped run is
+    the full run's start). Both are scored on the test images, which chose no epoch."""
     x, y = _overfitting_subset(lab)
     epochs = 4 * lab.params.epochs
     cfg = base_config(schedule="constant")
     found = {"restored_test_accuracy": [], "full_test_accuracy": [], "best_epoch": [],
              "stopped_epoch": [], "val_loss": [], "loss": []}
     for seed in seeds_of(lab):
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=2,
-                                                restore_best_weights=True)
-        stopped = lab.run("early_stopping", f"stopped seed={seed}", cfg, epochs=epochs,
-                          callbacks=(stopper,), x_train=x, y_train=y, seed=seed)
-        full = lab.run("early_stopping", f"to the end seed={seed}", cfg, epochs=epochs,
-                       x_train=x, y_train=y, seed=seed)
-        for key, run in (("restored_test_accuracy", stopped), ("full_test_accuracy", full)):
-            found[key].append(float(predict_correct(run["model"], lab.data.x_test,
-                                                    lab.data.y_test).mean()))
-        curve = full["history"]["val_loss"]
-        stopped_curve = stopped["history"]["val_loss"]
-        found["best_epoch"].append(int(np.argmin(stopped_curve)) + 1)  # what Keras restores
-        found["stopped_epoch"].append(len(stopped_curve))
-        found["val_loss"].append([float(v) for v in curve])
-        found["loss"].append([float(v) for v in full["history"]["loss"]])
+        watcher = WatchedStopping(monitor="val_loss", patience=2)
+        run = lab.run("early_stopping", f"seed={seed}", cfg, epochs=epochs,
+                      callbacks=(watcher,), x_train=x, y_train=y, seed=seed)
+        model, trained = run["model"], run["model"].get_weights()
+        found["full_test_accuracy"].append(_test_accuracy(lab, model))
+        model.set_weights(watcher.stop["weights"])
+        found["restored_test_accuracy"].append(_test_accuracy(lab, model))
+        model.set_weights(trained)
+        found["best_epoch"].append(watcher.stop["best_epoch"])
+        found["stopped_epoch"].append(watcher.stop["stopped_epoch"])
+        found["val_loss"].append([float(v) for v in run["history"]["val_loss"]])
+        found["loss"].append([float(v) for v in run["history"]["loss"]])
     return {**found, "epochs_allowed": epochs, "train_images": len(y)}
+
+
+def _test_accuracy(lab: Lab, model) -> float:
+    return float(predict_correct(model, lab.data.x_test, lab.data.y_test).mean())
 
 
 def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
@@ -289,32 +322,78 @@ def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
 
 BN_RATES = [0.02, 0.1, 0.5]  # momentum SGD, constant: each arm picks its own best
 BN_DEPTHS = {"4": 1, "13": 4}  # conv layers -> convs per stage (plain stacks, no residual)
+# the landscape probe's steps along the gradient, in units of the training rate
+LANDSCAPE_STEPS = [0.5, 1.0, 2.0, 4.0]
+PROBE_IMAGES = 256  # the probe's batch: the first training images, the same for every arm
+
+
+class LandscapeProbe(keras.callbacks.Callback):
+    """At each epoch's end, the loss landscape around the weights (``loss_along_gradient``),
+    with steps of ``LANDSCAPE_STEPS`` times the training rate, on one fixed batch."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, rate: float):
+        super().__init__()
+        self.images, self.labels = images, labels
+        self.steps = [rate * s for s in LANDSCAPE_STEPS]
+        self.epochs: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from pipeline.lessons.gradients import loss_along_gradient
+
+        self.epochs.append(loss_along_gradient(self.model, self.images, self.labels,
+                                               self.model.loss, self.steps))
+
+    def summary(self) -> dict:
+        """The median over epochs of each measure (NaN once the run diverged: no landscape)."""
+        return {key: float(np.median([e[key] for e in self.epochs])) if self.epochs
+                else math.nan for key in ("loss_range", "gradient_change")}
 
 
 def batch_norm(lab: Lab) -> dict:
     """With and without batch norm at two depths (4 and 13 conv layers, no residual), each
     arm at its own best constant rate (momentum SGD): a small grid of rates on the first seed,
     validation choosing; the arms at their chosen rates again on the other seeds. Validation
-    accuracy per (depth, arm, rate) on the first seed, and per seed at the chosen rates."""
+    accuracy per (depth, arm, rate) on the first seed, and per seed at the chosen rates. The
+    first seed's grid also probes the loss landscape at each epoch's end (``landscape``: per
+    depth and arm, one probe summary per rate; the ``bn_landscape`` claim reads it)."""
     seeds = seeds_of(lab)
+    batch = slice(0, PROBE_IMAGES)
 
-    def train(depth: str, norm: bool, rate: float, seed: int) -> float:
+    def train(depth: str, norm: bool, rate: float, seed: int, probe=None) -> float:
         cfg = base_config(batch_norm=norm, convs_per_stage=BN_DEPTHS[depth],
                           learning_rate=rate, schedule="constant", optimizer="momentum")
         name = f"{depth} conv layers bn={norm} lr={rate:g} seed={seed}"
-        return lab.run("batch_norm", name, cfg, seed=seed)["val_accuracy"]
+        return lab.run("batch_norm", name, cfg, seed=seed,
+                       callbacks=(probe,) if probe else ())["val_accuracy"]
 
-    grid, chosen, per_seed = {}, {}, {}
+    grid, chosen, per_seed, landscape = {}, {}, {}, {}
     for depth in BN_DEPTHS:
         for arm, norm in (("bn", True), ("plain", False)):
-            scores = [train(depth, norm, rate, seeds[0]) for rate in BN_RATES]
+            probes = [LandscapeProbe(lab.data.x_train[batch], lab.data.y_train[batch], rate)
+                      for rate in BN_RATES]
+            scores = [train(depth, norm, rate, seeds[0], probe)
+                      for rate, probe in zip(BN_RATES, probes, strict=True)]
             grid[f"{depth}/{arm}"] = scores
+            landscape[f"{depth}/{arm}"] = [probe.summary() for probe in probes]
             best = int(np.nanargmax(scores)) if not np.all(np.isnan(scores)) else 0
             chosen[f"{depth}/{arm}"] = BN_RATES[best]
             per_seed[f"{depth}/{arm}"] = [scores[best]] + [
                 train(depth, norm, BN_RATES[best], seed) for seed in seeds[1:]]
     return {"rates": BN_RATES, "depths": list(BN_DEPTHS), "grid": grid, "chosen_rate": chosen,
-            "val_accuracy": per_seed, "seeds": len(seeds)}
+            "val_accuracy": per_seed, "seeds": len(seeds), "landscape": landscape,
+            "landscape_steps": LANDSCAPE_STEPS, "probe_images": PROBE_IMAGES}
+
+
+def bn_landscape(lab: Lab, found: dict | None = None) -> dict:
+    """The loss landscape with and without batch norm, from the batch-norm lesson's grid
+    (``found``, else it runs): pairs of the same depth, rate and seed, one probe summary per
+    arm (no training of its own)."""
+    found = found or batch_norm(lab)
+    pairs = [{"depth": depth, "rate": rate, "bn": found["landscape"][f"{depth}/bn"][i],
+              "plain": found["landscape"][f"{depth}/plain"][i]}
+             for depth in found["depths"] for i, rate in enumerate(found["rates"])]
+    return {"pairs": pairs, "steps": found["landscape_steps"],
+            "probe_images": found["probe_images"]}
 
 
 ABLATIONS = {  # name -> (what changes in the champion's configuration, when it applies)

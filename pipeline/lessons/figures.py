@@ -228,6 +228,35 @@ def batch_norm(r: dict, label: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def bn_landscape(r: dict, label: str, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    markers = dict(zip(sorted({p["depth"] for p in r["pairs"]}, key=int), "os^v",
+                       strict=False))
+    for ax, key, words in zip(axes, ("loss_range", "gradient_change"),
+                              ("loss range along the gradient",
+                               "gradient change along it (relative)"), strict=True):
+        pairs = [p for p in r["pairs"] if np.isfinite([p["bn"][key], p["plain"][key]]).all()
+                 and min(p["bn"][key], p["plain"][key]) > 0]
+        for p in pairs:
+            ax.scatter(p["plain"][key], p["bn"][key], marker=markers[p["depth"]],
+                       color="tab:blue")
+            ax.annotate(f"{p['depth']} layers, lr {p['rate']:g}", (p["plain"][key],
+                        p["bn"][key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        values = [p[arm][key] for p in pairs for arm in ("bn", "plain")]
+        if values:
+            line = np.geomspace(min(values) / 2, max(values) * 2, 10)
+            ax.plot(line, line, color="black", lw=0.8, label="as smooth")
+            ax.plot(line, 0.8 * line, color="tab:green", ls="--", lw=1,
+                    label="a fifth smoother (margin)")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        ax.set_xlabel(f"without batch norm: {words}")
+        ax.set_ylabel(f"with batch norm: {words}")
+    _title(axes[0], "bn_landscape", label)
+    return _save(fig, path)
+
+
 def ablations(r: dict, label: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     names = list(r["ablations"])

@@ -11,6 +11,8 @@ backends (tests/test_lessons.py).
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 
@@ -20,7 +22,7 @@ def kernel_gradient_rms(model, images, labels, loss) -> list[tuple[str, float]]:
     training mode (batch norm uses the batch's statistics, dropout is on)."""
     variables = model.trainable_variables
     kernels = [i for i, v in enumerate(variables) if v.path.endswith("kernel")]
-    grads = _gradients(model, images, labels, loss)
+    _, grads = _loss_and_gradients(model, images, labels, loss)
     return [(variables[i].path.split("/")[0],
              float(np.sqrt(np.mean(np.square(np.asarray(grads[i], dtype=np.float64))))))
             for i in kernels]
@@ -29,11 +31,47 @@ def kernel_gradient_rms(model, images, labels, loss) -> list[tuple[str, float]]:
 def gradient_vector(model, images, labels, loss) -> np.ndarray:
     """The loss gradient over every trainable weight, flattened: one mini-batch's estimate of
     the gradient, at the model's current weights (training mode)."""
-    return np.concatenate([np.asarray(g, dtype=np.float64).ravel()
-                           for g in _gradients(model, images, labels, loss)])
+    return _flat(_loss_and_gradients(model, images, labels, loss)[1])
 
 
-def _gradients(model, images, labels, loss) -> list:
+def loss_along_gradient(model, images, labels, loss, steps) -> dict:
+    """How the loss landscape looks from the model's weights w, on one batch: the gradient g
+    there, then the weights moved to w - s g for each step size s in ``steps``. ``loss_range``:
+    the loss's spread (max - min) over w and those points; ``gradient_change``: the largest
+    distance between g and the gradient at a moved point, relative to |g| (how far the gradient
+    predicts its neighbourhood). Both small: a smooth landscape (Santurkar et al., 2018, measure
+    batch norm's effect so). The weights, batch norm's statistics included, are put back."""
+    saved = [_array(v) for v in model.variables]
+    starts = [_array(v) for v in model.trainable_variables]
+    try:
+        value, grads = _loss_and_gradients(model, images, labels, loss)
+        flat = _flat(grads)
+        losses, changes = [value], []
+        for step in steps:
+            for variable, start, grad in zip(model.trainable_variables, starts, grads,
+                                             strict=True):
+                variable.assign(start - step * np.asarray(grad, dtype=start.dtype))
+            moved_value, moved_grads = _loss_and_gradients(model, images, labels, loss)
+            losses.append(moved_value)
+            changes.append(float(np.linalg.norm(_flat(moved_grads) - flat)))
+    finally:
+        for variable, kept in zip(model.variables, saved, strict=True):
+            variable.assign(kept)
+    finite = np.isfinite(losses).all() and np.isfinite(changes).all()
+    scale = float(np.linalg.norm(flat))
+    return {"loss_range": float(np.ptp(losses)) if finite else math.nan,
+            "gradient_change": max(changes) / scale if finite and scale > 0 else math.nan}
+
+
+def _array(variable) -> np.ndarray:
+    return np.array(keras.ops.convert_to_numpy(variable.value))
+
+
+def _flat(grads) -> np.ndarray:
+    return np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in grads])
+
+
+def _loss_and_gradients(model, images, labels, loss) -> tuple[float, list]:
     images = np.asarray(images, dtype="float32")  # pixels in [0, 255], as the stem expects
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -49,7 +87,7 @@ def _tensorflow_gradients(model, images, labels, loss):
     x = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         value = loss(labels, model(x, training=True))
-    return tape.gradient(value, model.trainable_variables)
+    return float(value), tape.gradient(value, model.trainable_variables)
 
 
 def _jax_gradients(model, images, labels, loss):
@@ -62,4 +100,5 @@ def _jax_gradients(model, images, labels, loss):
         logits, _ = model.stateless_call(weights, non_trainable, images, training=True)
         return loss(labels, logits)
 
-    return jax.grad(loss_of)(trainable)
+    value, grads = jax.value_and_grad(loss_of)(trainable)
+    return float(value), grads

@@ -24,6 +24,10 @@ from pipeline.tracking import names
 log = logging.getLogger(__name__)
 
 
+# a claim judged on another claim's trainings: claim -> the claim whose results it reads
+SHARED = {"adam_robustness": "learning_rate", "bn_landscape": "batch_norm"}
+
+
 class LessonsFailed(UserError):
     exit_code = 1
 
@@ -97,9 +101,8 @@ def _run_pass(name: str, p, claims: list[str], data_dir: Path, champion: dict | 
                  (time.monotonic() - started) / 60)
         tracker.open_claim(claim, claim if name == "main" else f"{claim} ({name})")
         try:
-            if claim == "adam_robustness":
-                sgd = results.get("learning_rate") or experiments.learning_rate(lab)
-                results[claim] = experiments.adam_robustness(lab, sgd)
+            if claim in SHARED:  # it reads another claim's runs: reused when that one ran
+                results[claim] = getattr(experiments, claim)(lab, results.get(SHARED[claim]))
             else:
                 results[claim] = getattr(experiments, claim)(lab)
         except Exception as exc:  # one claim's failure is reported; the rest still run

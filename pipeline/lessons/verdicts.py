@@ -344,6 +344,39 @@ def batch_norm(r: dict) -> Verdict:
     return Verdict(verdict, f"{facts}: {ending}")
 
 
+SMOOTHER = 0.8  # batch norm's landscape counts as smoother from a fifth less variation
+
+
+def bn_landscape(r: dict) -> Verdict:
+    """Batch norm makes the loss landscape smoother: at the same depth, rate and seed, moving
+    the weights along the gradient (steps of 0.5-4 times the rate) changes the loss and the
+    gradient less with batch norm. Per pair, the log ratio (with / without) of ``loss_range``
+    and of ``gradient_change``; supported when both ratios' 95% intervals over the pairs lie
+    below 0.8, not supported when either lies wholly above it, otherwise (or with fewer than
+    3 pairs where both arms stayed finite) inconclusive."""
+    kept = [p for p in r["pairs"] if all(math.isfinite(p[arm][key]) and p[arm][key] > 0
+                                         for arm in ("bn", "plain")
+                                         for key in ("loss_range", "gradient_change"))]
+    dropped = len(r["pairs"]) - len(kept)
+    note = f" ({dropped} pair(s) without a landscape: a diverged arm)" if dropped else ""
+    if len(kept) < 3:
+        return Verdict(None, f"{len(kept)} of {len(r['pairs'])} pairs kept{note}: too few "
+                             "to tell")
+    outcomes, facts = [], []
+    for key, words in (("loss_range", "loss range"), ("gradient_change", "gradient change")):
+        logs = [math.log(p["bn"][key] / p["plain"][key]) for p in kept]
+        interval = paired_interval([0.0] * len(logs), logs)
+        outcomes.append(clears({"low": -interval["high"], "high": -interval["low"]},
+                               -math.log(SMOOTHER)))
+        facts.append(f"{words} with / without {math.exp(interval['mean']):.2g}x (95% CI "
+                     f"{math.exp(interval['low']):.2g} to {math.exp(interval['high']):.2g})")
+    verdict = _all_clear(outcomes)
+    ending = _ending(verdict, "the landscape is smoother with batch norm",
+                     "batch norm's landscape is not a fifth smoother on both measures")
+    return Verdict(verdict, f"{len(kept)} pairs (depth x rate, same seed){note}: "
+                            f"{'; '.join(facts)}: {ending}")
+
+
 def ablations(r: dict) -> Verdict:
     """Each part of the champion earns its place: removing it costs test accuracy, paired over
     seeds (the champion and each ablation trained from the same seeds): supported when every
@@ -434,6 +467,7 @@ VERDICTS = {
     "annealing": annealing, "adam_robustness": adam_robustness,
     "inductive_bias": inductive_bias, "regularisation_gap": regularisation_gap,
     "early_stopping": early_stopping, "vanishing_gradients": vanishing_gradients,
-    "batch_norm": batch_norm, "ablations": ablations, "depth_vs_width": depth_vs_width,
+    "batch_norm": batch_norm, "bn_landscape": bn_landscape, "ablations": ablations,
+    "depth_vs_width": depth_vs_width,
     "robustness": robustness, "adam_generalisation": adam_generalisation,
 }
