@@ -275,6 +275,29 @@ def test_the_watched_stop_is_the_stop_keras_makes_and_training_goes_on():
                                                        stopped.get_weights(), strict=True))
 
 
+def test_every_ablation_of_the_cnn_default_builds_a_valid_configuration():
+    """The ablation cards take parts out of whatever the CNN space's defaults (the search's
+    first trial, the usual champion) hold now: a switch added to the space must not break a
+    card, and augmentation off means none at all."""
+    import keras_tuner
+
+    from pipeline.config import AugmentationParams
+    from pipeline.lessons.experiments import ABLATIONS
+    from pipeline.search.hypermodel import trial_defaults
+    from pipeline.spaces import load_space
+    from pipeline.training import augmentation_policy
+
+    space = load_space(REPO / "search_spaces" / "cnn.yaml", "cnn")
+    champion = {**trial_defaults("cnn", AugmentationParams()),
+                **space.declare(keras_tuner.HyperParameters())}
+    assert "aug_alternate_flip" in champion and "aug_crop" in champion
+    for name, remove in ABLATIONS.items():
+        changed = {**champion, **remove(champion)}
+        policy = augmentation_policy(changed)
+        if name == "augmentation":
+            assert not any(policy.model_dump().values()), policy
+
+
 def test_early_stopping_without_a_turn_is_inconclusive():
     # validation loss never turned up: the restored weights are the last ones on every seed
     same = [0.41, 0.43, 0.40]

@@ -398,7 +398,7 @@ def bn_landscape(lab: Lab, found: dict | None = None) -> dict:
 
 ABLATIONS = {  # name -> (what changes in the champion's configuration, when it applies)
     "batch_norm": lambda c: {"batch_norm": False},
-    "augmentation": lambda c: {hp: (False if hp == "aug_flip" else 0)
+    "augmentation": lambda c: {hp: (False if isinstance(c[hp], bool) else 0)
                                for hp in AUGMENTATION_HPS if hp in c},
     "residual": lambda c: {"residual": False},
     "schedule": lambda c: {"schedule": "constant"},
