@@ -187,16 +187,16 @@ class LessonsParams(Section):
     lecture, on small per-class subsets of the prepared data."""
 
     # training images per class (at most: a class with fewer gives all it has); None: all
-    train_per_class: Annotated[int, Field(ge=3)] | None = 300
+    train_per_class: Annotated[int, Field(ge=3)] | None = 200
     eval_per_class: Annotated[int, Field(ge=1)] | None = 100  # validation and test, per class
-    epochs: Annotated[int, Field(ge=1)] = 4  # of every run (the overfitting lessons: more)
+    epochs: Annotated[int, Field(ge=1)] = 3  # of every run (the overfitting lessons: more)
     seeds: Annotated[int, Field(ge=1, le=10)] = 3  # the claims judged on paired seeds
-    ablation_epochs: Annotated[int, Field(ge=1)] = 8  # the champion's ablation cards
+    ablation_epochs: Annotated[int, Field(ge=1)] = 6  # the champion's ablation cards
     seed: Annotated[int, Field(ge=0)] = 0
-    # a second pass of every claim on fresh seeds (confirm_seed, confirm_seed + 1...) and a
-    # fresh data subset drawn with it; the report marks a claim whose verdicts differ as
-    # unstable. None: one pass
-    confirm_seed: Annotated[int, Field(ge=0)] | None = None
+    # a second pass on fresh seeds (confirm_seed, confirm_seed + 1...) and a fresh data
+    # subset drawn with it, of every claim the first pass decided; the report marks a claim
+    # whose verdicts differ as unstable. None: one pass
+    confirm_seed: Annotated[int, Field(ge=0)] | None = 100
     # None: every claim, in order; else names from pipeline/lessons/__init__.py (checked when
     # the lessons stage starts, so that the default stages do not depend on that list)
     claims: Annotated[list[str], Field(min_length=1)] | None = None

@@ -40,10 +40,11 @@ def _bn_case(chosen: dict, accuracy: dict) -> dict:
 def _landscape_case(ratios: list[float], plain: float = 0.4) -> dict:
     """Pairs of probe summaries over 2 depths x 3 rates: batch norm's measures are the plain
     net's times ``ratios`` (the same ratio for the loss range and the gradient change)."""
-    return {"steps": [0.5, 1.0, 2.0, 4.0], "probe_images": 256, "pairs": [
+    return {"steps": [0.5, 1.0, 2.0, 4.0], "probe_images": 256, "chance": 0.1, "pairs": [
         {"depth": depth, "rate": rate,
-         "bn": {"loss_range": plain * ratio, "gradient_change": 2 * plain * ratio},
-         "plain": {"loss_range": plain, "gradient_change": 2 * plain}}
+         "bn": {"loss_range": plain * ratio, "gradient_change": 2 * plain * ratio,
+                "val_accuracy": 0.4},
+         "plain": {"loss_range": plain, "gradient_change": 2 * plain, "val_accuracy": 0.3}}
         for (depth, rate), ratio in zip([(d, r) for d in ("4", "13") for r in (0.02, 0.1, 0.5)],
                                         ratios, strict=True)]}
 
@@ -227,15 +228,17 @@ def test_an_optimizer_that_never_trains_has_no_good_band():
 
 
 def test_a_landscape_with_diverged_arms_or_mixed_ratios_is_inconclusive():
-    """Diverged arms have no landscape: with fewer than 3 pairs left, or ratios on both sides
-    of the margin, the rule cannot tell."""
+    """Diverged arms have no landscape, and an arm stuck at chance is on a plateau: with
+    fewer than 3 pairs left, or ratios on both sides of the margin, the rule cannot tell."""
     from pipeline.lessons.verdicts import bn_landscape
 
     diverged = _landscape_case([0.3, 0.4, 0.5, 0.2, 0.3, 0.45])
-    for pair in diverged["pairs"][2:]:
+    for pair in diverged["pairs"][2:4]:
         pair["plain"]["loss_range"] = math.nan
+    for pair in diverged["pairs"][4:]:  # the deep plain net stuck at chance: a flat plateau
+        pair["plain"]["val_accuracy"] = 0.1
     found = bn_landscape(diverged)
-    assert found.supported is None and "4 pair(s) without a landscape" in found.text
+    assert found.supported is None and "4 pair(s) left out" in found.text
     assert bn_landscape(_landscape_case([0.3, 1.4, 0.5, 1.2, 0.3, 1.1])).supported is None
 
 
@@ -298,6 +301,33 @@ def test_every_ablation_of_the_cnn_default_builds_a_valid_configuration():
             assert not any(policy.model_dump().values()), policy
 
 
+def test_a_setting_two_claims_train_alike_is_trained_once():
+    """A shared baseline: the same configuration, epochs, augmentation and seed on the
+    lessons' data trains once, and the second claim is told it shares it; another seed, or a
+    training with callbacks (a probe, a watcher), trains anew."""
+    from pipeline.config import LessonsParams
+    from pipeline.lessons import experiments
+    from pipeline.lessons.training import LessonData, base_config
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), np.arange(40) % 10
+    data = LessonData(x, y, x[:20], y[:20], x[:20], y[:20],
+                      {"num_classes": 10, "mean": [127.0] * 3, "std": [64.0] * 3})
+    told = []
+    lab = experiments.Lab(data, LessonsParams(epochs=1),
+                          lambda claim, *args, shared=False: told.append((claim, shared)))
+    cfg = base_config(batch_size=20)
+    first = lab.run("annealing", "linear", cfg)
+    assert lab.run("adam_generalisation", "nesterov", dict(cfg)) is first
+    assert lab.run("momentum", "other seed", cfg, seed=1) is not first
+    stopper = experiments.WatchedStopping(monitor="val_loss", patience=2)
+    assert lab.run("early_stopping", "watched", cfg, callbacks=(stopper,)) is not first
+    assert stopper.stop is not None
+    assert told == [("annealing", False), ("adam_generalisation", True), ("momentum", False),
+                    ("early_stopping", False)]
+    assert lab.reused == 1
+
+
 def test_early_stopping_without_a_turn_is_inconclusive():
     # validation loss never turned up: the restored weights are the last ones on every seed
     same = [0.41, 0.43, 0.40]
@@ -346,7 +376,7 @@ def test_the_gradient_noise_of_real_training_falls_with_the_batch_and_feeds_the_
     data = LessonData(images, labels, images[:256], labels[:256], images[:256], labels[:256],
                       {"num_classes": 10, "mean": [125.3, 123.0, 113.9],
                        "std": [63.0, 62.1, 66.7]})
-    lab = experiments.Lab(data, LessonsParams(epochs=1), lambda *args: None)
+    lab = experiments.Lab(data, LessonsParams(epochs=1), lambda *args, **kwargs: None)
     result = experiments.batch_size(lab, draws=4)
     noise = result["gradient_noise"]
     assert noise[0] > noise[1] > noise[2] > 0, noise
@@ -370,7 +400,8 @@ def test_a_claim_whose_two_passes_disagree_is_unstable_and_inconclusive(tmp_path
     from pipeline.lessons.report import standing, write_report
     from pipeline.lessons.verdicts import Verdict
 
-    main = {"annealing": Verdict(True, "a"), "early_stopping": Verdict(False, "b")}
+    main = {"annealing": Verdict(True, "a"), "early_stopping": Verdict(False, "b"),
+            "momentum": Verdict(None, "e")}
     again = {"annealing": Verdict(None, "c"), "early_stopping": Verdict(False, "d")}
     assert standing(main["annealing"], again["annealing"]) is None
     assert standing(main["early_stopping"], again["early_stopping"]) is False
@@ -385,6 +416,7 @@ def test_a_claim_whose_two_passes_disagree_is_unstable_and_inconclusive(tmp_path
     rows = [line for line in text.splitlines() if line.startswith("| [")]
     assert "| inconclusive (**unstable**) | supported | inconclusive |" in rows[0], rows[0]
     assert "| **not supported** | not supported | not supported |" in rows[1], rows[1]
+    assert "| inconclusive | inconclusive | not rerun |" in rows[2], rows[2]
 
 
 def test_the_robustness_views_change_colour_and_hide_a_square():
@@ -470,7 +502,7 @@ def _run_lessons(tmp_path, lessons: dict):
     source = make_tiny_cifar(tmp_path / "src", per_class=4, test_per_class=4)
     params = {"prepare": {"source": str(source), "checksums": "warn"},
               "lessons": {"train_per_class": 12, "eval_per_class": 2, "epochs": 1,
-                          "ablation_epochs": 1, **lessons},
+                          "ablation_epochs": 1, "confirm_seed": None, **lessons},
               "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "t"}}
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
@@ -522,21 +554,34 @@ def test_lessons_end_to_end_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_a_confirmation_pass_reruns_the_claims_on_fresh_seeds_and_data(tmp_path):
+    """A claim the main pass decided runs again on fresh seeds and data; one it left
+    inconclusive does not (no second verdict could change it). The learning-rate rule always
+    decides; early stopping on 2 seeds of tiny data may go either way."""
+    claims = ["learning_rate", "early_stopping"]
     done, report, params = _run_lessons(tmp_path, {"seeds": 2, "confirm_seed": 7,
-                                                    "claims": ["early_stopping"]})
+                                                    "claims": claims})
     results = tmp_path / "results"
-    for claim in ("early_stopping",):
+    rerun = set()
+    for claim in claims:
         first = json.loads((results / f"{claim}.json").read_text())
-        second = json.loads((results / "confirmation" / f"{claim}.json").read_text())
         assert (first["pass"], first["seed"]) == ("main", 0)
+        again = results / "confirmation" / f"{claim}.json"
+        if first["verdict"] == "inconclusive":
+            assert not again.exists()
+            continue
+        rerun.add(claim)
+        second = json.loads(again.read_text())
         assert (second["pass"], second["seed"]) == ("confirmation", 7)
         assert first["result"] != second["result"]
         assert (report.parent / "lessons" / "confirmation" / f"{claim}.png").is_file()
-    assert "| claim | verdict | main pass | confirmation |" in report.read_text()
+    assert "learning_rate" in rerun
+    text = report.read_text()
+    assert "| claim | verdict | main pass | confirmation |" in text
+    assert ("| inconclusive | not rerun |" in text) == ("early_stopping" not in rerun)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=params["tracking"]["uri"])
     experiment = client.get_experiment_by_name("t-lessons")
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])
              if "mlflow.parentRunId" not in r.data.tags}
-    assert names == {"early_stopping", "early_stopping (confirmation)"}
+    assert names == set(claims) | {f"{claim} (confirmation)" for claim in rerun}

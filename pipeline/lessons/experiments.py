@@ -8,9 +8,10 @@ figure need, as plain JSON-able values. ``run_setting`` reports every training t
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -35,20 +36,35 @@ SGD_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0]
 @dataclass
 class Lab:
     """What every experiment gets: the data, the lessons params and a reporter called once per
-    finished training with (claim, setting name, its settings, its fit result)."""
+    finished training with (claim, setting name, its settings, its fit result), and with
+    ``shared=True`` for a training another claim ran first."""
 
     data: LessonData
     params: LessonsParams
     report: Callable[[str, str, dict, dict], None]
     champion: dict | None = None  # the pipeline's best CNN configuration (ablation cards)
+    trained: dict = field(default_factory=dict)  # a training's settings -> its result
+    reused: int = 0  # trainings one claim shared with another, not run twice
 
     def run(self, claim: str, setting: str, cfg: dict, *, epochs: int | None = None,
             family: str = "cnn", augmentation: AugmentationParams | None = None,
             seed: int | None = None, **kwargs) -> dict:
-        result = fit(cfg, self.data, epochs or self.params.epochs, family=family,
-                     augmentation=augmentation or NO_AUGMENTATION,
-                     seed=self.params.seed if seed is None else seed, **kwargs)
+        """One training, or, when another claim already trained exactly these settings (same
+        configuration, epochs, augmentation, seed and the lessons' own training images, no
+        callbacks), its result: a shared baseline, the same weights and data order."""
+        epochs, seed = epochs or self.params.epochs, self.params.seed if seed is None else seed
+        augmentation = augmentation or NO_AUGMENTATION
+        key = None if kwargs else json.dumps(
+            [family, cfg, epochs, seed, augmentation.model_dump()], sort_keys=True, default=str)
+        if key in self.trained:
+            self.reused += 1
+            self.report(claim, setting, {"family": family, **cfg}, self.trained[key], shared=True)
+            return self.trained[key]
+        result = fit(cfg, self.data, epochs, family=family, augmentation=augmentation,
+                     seed=seed, **kwargs)
         self.report(claim, setting, {"family": family, **cfg}, result)
+        if key is not None:
+            self.trained[key] = result
         return result
 
 
@@ -241,10 +257,11 @@ class WatchedStopping(keras.callbacks.EarlyStopping):
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_epoch = epoch
-        if self.stop is not None or self.model.stop_training:  # noted, or ended by a NaN
+        if self.stop is not None:
             return
+        ending = self.model.stop_training  # the budget's last epoch, or a NaN
         super().on_epoch_end(epoch, logs)
-        if self.model.stop_training:  # its own stop: noted, and training goes on
+        if self.model.stop_training and not ending:  # its own stop: noted, training goes on
             self.model.stop_training = False
             self._note(epoch)
 
@@ -389,11 +406,13 @@ def bn_landscape(lab: Lab, found: dict | None = None) -> dict:
     (``found``, else it runs): pairs of the same depth, rate and seed, one probe summary per
     arm (no training of its own)."""
     found = found or batch_norm(lab)
-    pairs = [{"depth": depth, "rate": rate, "bn": found["landscape"][f"{depth}/bn"][i],
-              "plain": found["landscape"][f"{depth}/plain"][i]}
+    pairs = [{"depth": depth, "rate": rate,
+              **{arm: {**found["landscape"][f"{depth}/{arm}"][i],
+                       "val_accuracy": found["grid"][f"{depth}/{arm}"][i]}
+                 for arm in ("bn", "plain")}}
              for depth in found["depths"] for i, rate in enumerate(found["rates"])]
     return {"pairs": pairs, "steps": found["landscape_steps"],
-            "probe_images": found["probe_images"]}
+            "probe_images": found["probe_images"], "chance": 1 / lab.data.num_classes}
 
 
 ABLATIONS = {  # name -> (what changes in the champion's configuration, when it applies)
@@ -502,7 +521,8 @@ def robustness(lab: Lab) -> dict:
 
 # one regularisation strength for all three: the weight each decay takes away per step at the
 # peak rate, 5e-5 (the lessons' Nesterov at 0.1 with 5e-4): Adam's as L2 in the loss, AdamW's
-# decoupled (pipeline/training.py)
+# decoupled (pipeline/training.py). One schedule for all three, linear decay from the start:
+# the Nesterov arm is then the annealing lesson's linear arm, trained once for both
 OPTIMIZER_ARMS = {"nesterov": {"optimizer": "nesterov", "learning_rate": 0.1,
                                "weight_decay": 5e-4},
                   "adam": {"optimizer": "adam", "learning_rate": 0.005, "weight_decay": 0.01},
@@ -511,12 +531,13 @@ OPTIMIZER_ARMS = {"nesterov": {"optimizer": "nesterov", "learning_rate": 0.1,
 
 def adam_generalisation(lab: Lab) -> dict:
     """Nesterov SGD, Adam (L2 decay) and AdamW (decoupled decay) on the lessons' CNN at their
-    reference rates and one decay strength, for twice the lessons' epochs, from each seed:
-    validation accuracy after every epoch, and training accuracy at the end (inference mode
-    on the training images)."""
+    reference rates and one decay strength, a linear decay from the start, for twice the
+    lessons' epochs, from each seed: validation accuracy after every epoch, and training
+    accuracy at the end (inference mode on the training images)."""
     found = {}
     for name, changes in OPTIMIZER_ARMS.items():
-        runs = [lab.run("adam_generalisation", f"{name} seed={seed}", base_config(**changes),
+        cfg = base_config(schedule="linear", **changes)
+        runs = [lab.run("adam_generalisation", f"{name} seed={seed}", cfg,
                         epochs=2 * lab.params.epochs, seed=seed) for seed in seeds_of(lab)]
         found[name] = {
             "val_accuracy_curve": [run["history"].get("val_accuracy", []) for run in runs],

@@ -34,7 +34,8 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         f"from seeds "
         f"{setup['seed']} to {setup['seed'] + setup['seeds'] - 1} and give the 95% interval "
         f"of each paired difference); Keras backend {setup['backend']}; "
-        f"{setup['runs']} trainings in {setup['minutes']:.1f} minutes. The verdicts are "
+        f"{setup['runs']} trainings ({setup.get('shared_runs', 0)} more settings shared a "
+        f"training another claim had run) in {setup['minutes']:.1f} minutes. The verdicts are "
         "computed from the numbers by pipeline/lessons/verdicts.py (each function states its "
         "threshold); small subsets and few epochs mean a verdict speaks for this setting, "
         "not for every network.",
@@ -42,10 +43,12 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
     ]
     if confirmation is not None:
         lines += [
-            f"A confirmation pass ran every claim again on fresh seeds (from "
-            f"{setup['confirm_seed']}) and a fresh data subset drawn with them "
-            "(`results/lessons/confirmation/`, `reports/lessons/confirmation/`). A claim whose "
-            "two verdicts differ is **unstable**: its standing verdict is inconclusive.", "",
+            f"A confirmation pass ran every claim the main pass decided (supported or not) "
+            f"again on fresh seeds (from {setup['confirm_seed']}) and a fresh data subset "
+            "drawn with them (`results/lessons/confirmation/`, "
+            "`reports/lessons/confirmation/`). A claim whose two verdicts differ is "
+            "**unstable**: its standing verdict is inconclusive. An inconclusive claim is not "
+            "rerun: no second verdict could make it more than inconclusive.", "",
             "| claim | verdict | main pass | confirmation | what decided it (main pass) |",
             "|---|---|---|---|---|"]
     else:
@@ -64,8 +67,10 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         final = standing(verdict, second)
         unstable = " (**unstable**)" if second is not None and final != verdict.supported \
             else ""
-        lines.append(f"| {link} | {MARK[final]}{unstable} | {verdict.label} | "
-                     f"{second.label if second else 'failed'} | {verdict.text} |")
+        again = second.label if second else ("not rerun" if verdict.supported is None
+                                             else "failed")
+        lines.append(f"| {link} | {MARK[final]}{unstable} | {verdict.label} | {again} | "
+                     f"{verdict.text} |")
     for name in setup["claims"]:
         title, claim = CLAIMS[name]
         lines += ["", f"## {title}", "", f"*Claim:* {claim}.", ""]

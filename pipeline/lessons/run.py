@@ -48,15 +48,21 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
     if "ablations" in claims:  # checked first: a missing champion fails before any training
         champion = store.read_json(champion_file, "the default pipeline")["hyperparameters"]
     tracker = _Tracker(params)
-    counter = {"runs": 0}
+    counter = {"runs": 0, "shared": 0}
     started = time.monotonic()
     passes = [("main", p.seed)] + ([("confirmation", p.confirm_seed)]
                                    if p.confirm_seed is not None else [])
     done = {}
     for name, seed in passes:
         where = "" if name == "main" else f"{name}/"
+        # a confirmation reruns the claims the main pass decided: an inconclusive verdict
+        # stays inconclusive whatever a second pass says (report.standing), so rerunning it
+        # would spend minutes that cannot change the report
+        todo = claims if name == "main" else [
+            c for c in claims if c in done["main"][0] and done["main"][0][c].supported
+            is not None]
         done[name] = _run_pass(
-            name, p.model_copy(update={"seed": seed}), claims, data_dir, champion, tracker,
+            name, p.model_copy(update={"seed": seed}), todo, data_dir, champion, tracker,
             counter, results_dir / where, report_path.parent / "lessons" / where, started)
     found, drawn, failures, data = done["main"]
     confirmed = done.get("confirmation")
@@ -64,7 +70,8 @@ def run_lessons(params: Params, params_file: Path, data_dir: Path, champion_file
              "test_images": len(data.y_test), "dataset": data.meta.get("title", "CIFAR"),
              "epochs": p.epochs, "seed": p.seed, "seeds": p.seeds,
              "confirm_seed": p.confirm_seed, "backend": keras.backend.backend(),
-             "runs": counter["runs"], "minutes": (time.monotonic() - started) / 60}
+             "runs": counter["runs"], "shared_runs": counter["shared"],
+             "minutes": (time.monotonic() - started) / 60}
     report.write_report(report_path, found, drawn, failures, setup,
                         confirmation=confirmed[0] if confirmed else None)
     log.info("wrote %s (%d claims, %d trainings, %.1f min)", report_path, len(claims),
@@ -85,11 +92,13 @@ def _run_pass(name: str, p, claims: list[str], data_dir: Path, champion: dict | 
 
     data = load_lesson_data(data_dir, p.train_per_class, p.eval_per_class, p.seed)
 
-    def report_setting(claim: str, setting: str, cfg: dict, result: dict) -> None:
-        counter["runs"] += 1
+    def report_setting(claim: str, setting: str, cfg: dict, result: dict,
+                       shared: bool = False) -> None:
+        counter["runs" if not shared else "shared"] += 1
         scores = {k: v for k, v in result.items() if isinstance(v, (int, float))
                   and not isinstance(v, bool) and math.isfinite(v)}
-        log.info("  %s / %s: %s", claim, setting,
+        log.info("  %s / %s%s: %s", claim, setting,
+                 " (trained for an earlier claim, shared)" if shared else "",
                  ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if k != "seconds"))
         tracker.setting(setting, cfg, result.get("history", {}), scores)
 

@@ -350,15 +350,20 @@ SMOOTHER = 0.8  # batch norm's landscape counts as smoother from a fifth less va
 def bn_landscape(r: dict) -> Verdict:
     """Batch norm makes the loss landscape smoother: at the same depth, rate and seed, moving
     the weights along the gradient (steps of 0.5-4 times the rate) changes the loss and the
-    gradient less with batch norm. Per pair, the log ratio (with / without) of ``loss_range``
-    and of ``gradient_change``; supported when both ratios' 95% intervals over the pairs lie
-    below 0.8, not supported when either lies wholly above it, otherwise (or with fewer than
-    3 pairs where both arms stayed finite) inconclusive."""
-    kept = [p for p in r["pairs"] if all(math.isfinite(p[arm][key]) and p[arm][key] > 0
-                                         for arm in ("bn", "plain")
-                                         for key in ("loss_range", "gradient_change"))]
+    gradient less with batch norm. Only pairs where both arms trained (validation accuracy
+    2+ points above chance, and a finite landscape): a net stuck at chance sits on a plateau,
+    flat without being smooth in the lecture's sense. Per pair, the log ratio (with / without)
+    of ``loss_range`` and of ``gradient_change``; supported when both ratios' 95% intervals
+    over the pairs lie below 0.8, not supported when either lies wholly above it, otherwise
+    (or with fewer than 3 pairs kept) inconclusive."""
+    def trained(arm: dict) -> bool:
+        return arm["val_accuracy"] >= r["chance"] + CLEAR_GAP and all(
+            math.isfinite(arm[key]) and arm[key] > 0 for key in ("loss_range", "gradient_change"))
+
+    kept = [p for p in r["pairs"] if trained(p["bn"]) and trained(p["plain"])]
     dropped = len(r["pairs"]) - len(kept)
-    note = f" ({dropped} pair(s) without a landscape: a diverged arm)" if dropped else ""
+    note = (f" ({dropped} pair(s) left out: an arm at chance or diverged)" if dropped
+            else "")
     if len(kept) < 3:
         return Verdict(None, f"{len(kept)} of {len(r['pairs'])} pairs kept{note}: too few "
                              "to tell")
