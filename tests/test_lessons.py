@@ -496,6 +496,52 @@ def test_gradient_norms_agree_on_tensorflow_and_jax():
     assert values[0] < values[-1]  # a sigmoid stack: smaller gradients at the input side
 
 
+REFRESH = """
+import json
+import numpy as np
+import keras
+from pipeline.lessons.training import LessonData, base_config, fit
+rng = np.random.default_rng(0)
+x = rng.integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
+y = rng.integers(0, 10, 512).astype(np.uint8)
+meta = {"num_classes": 10, "mean": [127.0] * 3, "std": [64.0] * 3}
+data = LessonData(x, y, x[:64], y[:64], x[:64], y[:64], meta)
+model = fit(base_config(base_filters=4, learning_rate=0.05), data, epochs=1)["model"]
+found = []
+for layer in model._flatten_layers():
+    if isinstance(layer, keras.layers.BatchNormalization):
+        inputs = keras.Model(model.inputs, layer.input)
+        batches = [keras.ops.convert_to_numpy(inputs(x[i:i + 256].astype("float32"),
+                                                     training=True)) for i in (0, 256)]
+        axes = tuple(range(batches[0].ndim - 1))
+        mean = np.mean([b.mean(axis=axes) for b in batches], axis=0)
+        var = np.mean([b.var(axis=axes) for b in batches], axis=0)
+        moving = [keras.ops.convert_to_numpy(v) for v in (layer.moving_mean,
+                                                          layer.moving_variance)]
+        found.append({"momentum": layer.momentum,
+                      "mean_error": float(np.max(np.abs(moving[0] - mean))
+                                          / np.max(np.abs(mean))),
+                      "var_error": float(np.max(np.abs(moving[1] - var) / var))})
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_batch_norm_statistics_match_the_trained_weights_after_a_lesson(backend):
+    """After a lesson's training (8 steps: Keras' moving averages would still hold 92% of
+    their initial values), every batch-norm layer's statistics are the mean over the first
+    512 training images at the final weights, two batches weighed equally, and its momentum
+    is Keras' 0.99 again."""
+    out = subprocess.run([sys.executable, "-c", REFRESH], cwd=REPO, check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": backend})
+    layers = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(layers) == 4  # the stem's and one per stage of the lessons' CNN
+    for layer in layers:
+        assert layer["momentum"] == pytest.approx(0.99)
+        assert layer["mean_error"] < 1e-2 and layer["var_error"] < 1e-2, layer  # float32
+
+
 def _run_lessons(tmp_path, lessons: dict):
     """`pipeline lessons` on tiny generated data with these lessons settings: the finished
     process, the report's path and the params."""

@@ -19,11 +19,13 @@ import numpy as np
 from pipeline.config import AugmentationParams, LessonsParams
 from pipeline.lessons.training import (
     NO_AUGMENTATION,
+    REFRESH_IMAGES,
     LessonData,
     base_config,
     build,
     fit,
     predict_correct,
+    refresh_batch_norm,
 )
 from pipeline.lessons.verdicts import end_loss, roughness
 from pipeline.training import AUGMENTATION_HPS, augmentation_policy
@@ -327,6 +329,7 @@ def vanishing_gradients(lab: Lab, steps: int = 50) -> dict:
             epochs = max(1, math.ceil(steps / per_epoch))
             model.fit(lab.data.x_train, lab.data.y_train, batch_size=cfg["batch_size"],
                       epochs=epochs, verbose=0)
+            refresh_batch_norm(model, lab.data.x_train[:REFRESH_IMAGES])
             trained = kernel_gradient_rms(model, x, y, model.loss)
             configs[name] = {"layers": [n for n, _ in init], "init": [v for _, v in init],
                              "trained": [v for _, v in trained],
@@ -345,25 +348,26 @@ PROBE_IMAGES = 256  # the probe's batch: the first training images, the same for
 
 
 class LandscapeProbe(keras.callbacks.Callback):
-    """At each epoch's end, the loss landscape around the weights (``loss_along_gradient``),
-    with steps of ``LANDSCAPE_STEPS`` times the training rate, on one fixed batch."""
+    """At the training's end, the loss landscape around the trained weights
+    (``loss_along_gradient``), with steps of ``LANDSCAPE_STEPS`` times the training rate, on
+    one fixed batch. Once, not at every epoch: the probes cost 2 of a pass's 34 minutes."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, rate: float):
         super().__init__()
         self.images, self.labels = images, labels
         self.steps = [rate * s for s in LANDSCAPE_STEPS]
-        self.epochs: list[dict] = []
+        self.found: dict | None = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_train_end(self, logs=None):
         from pipeline.lessons.gradients import loss_along_gradient
 
-        self.epochs.append(loss_along_gradient(self.model, self.images, self.labels,
-                                               self.model.loss, self.steps))
+        self.found = loss_along_gradient(self.model, self.images, self.labels,
+                                         self.model.loss, self.steps)
 
     def summary(self) -> dict:
-        """The median over epochs of each measure (NaN once the run diverged: no landscape)."""
-        return {key: float(np.median([e[key] for e in self.epochs])) if self.epochs
-                else math.nan for key in ("loss_range", "gradient_change")}
+        """Each measure at the trained weights (NaN once the run diverged: no landscape)."""
+        return {key: self.found[key] if self.found else math.nan
+                for key in ("loss_range", "gradient_change")}
 
 
 def batch_norm(lab: Lab) -> dict:
@@ -371,7 +375,7 @@ def batch_norm(lab: Lab) -> dict:
     arm at its own best constant rate (momentum SGD): a small grid of rates on the first seed,
     validation choosing; the arms at their chosen rates again on the other seeds. Validation
     accuracy per (depth, arm, rate) on the first seed, and per seed at the chosen rates. The
-    first seed's grid also probes the loss landscape at each epoch's end (``landscape``: per
+    first seed's grid also probes the loss landscape at the training's end (``landscape``: per
     depth and arm, one probe summary per rate; the ``bn_landscape`` claim reads it)."""
     seeds = seeds_of(lab)
     batch = slice(0, PROBE_IMAGES)
