@@ -195,6 +195,63 @@ def averaging_callbacks(cfg: dict) -> list:
     return [SwapAveragedWeights()] if cfg.get("ema_momentum") else []
 
 
+# batch norm's statistics, re-estimated before a validation on the first training images
+REFRESH_IMAGES, REFRESH_BATCH = 512, 256
+
+
+def batch_norm_layers(model) -> list:
+    return [layer for layer in model._flatten_layers()
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
+def refresh_batch_norm(model, images: np.ndarray) -> int:
+    """Set every batch-norm layer's moving statistics to their mean over ``images`` at the
+    current weights (forward passes in training mode, the running average's momentum set so
+    that each batch counts equally), as SWA's batch-norm update does; returns the layers
+    refreshed. Why: Keras' moving averages (momentum 0.99) keep 0.99^94 = 39% of their initial
+    values after 94 steps, so inference would use statistics that match no weights the net
+    had (a lesson's batch-norm net at 37% training accuracy scored 10% on validation)."""
+    layers = batch_norm_layers(model)
+    if not layers:
+        return 0
+    kept = [layer.momentum for layer in layers]
+    try:
+        for k, start in enumerate(range(0, len(images), REFRESH_BATCH)):
+            for layer in layers:  # the k-th batch weighs 1/(k+1): an equal-weight mean
+                layer.momentum = k / (k + 1)
+            model(np.asarray(images[start:start + REFRESH_BATCH], dtype="float32"),
+                  training=True)
+    finally:
+        for layer, momentum in zip(layers, kept, strict=True):
+            layer.momentum = momentum
+    return len(layers)
+
+
+class BatchNormRefresh(keras.callbacks.Callback):
+    """``refresh_batch_norm`` before a fit's validations (Keras calls ``on_test_begin``
+    then), so validation scores, early stopping's choice and the predictions after training
+    use statistics of the weights being scored. ``stale_below``: only while the moving
+    averages still hold more than this share of their initial values (momentum^steps); later
+    they average far more images than the refresh's 512 and are kept. None: always."""
+
+    def __init__(self, images: np.ndarray, stale_below: float | None = None):
+        super().__init__()
+        self.images, self.stale_below, self.steps = images, stale_below, 0
+        self.refreshed = 0  # validations it refreshed (the tests read it)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_test_begin(self, logs=None):
+        layers = batch_norm_layers(self.model)
+        if not layers or (self.stale_below is not None and
+                          max(layer.momentum for layer in layers) ** self.steps
+                          <= self.stale_below):
+            return
+        refresh_batch_norm(self.model, self.images)
+        self.refreshed += 1
+
+
 def current_learning_rate(model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 

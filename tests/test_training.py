@@ -237,3 +237,41 @@ def test_a_costlier_configuration_gets_its_share_of_the_images():
     hypermodel.fit(wide_hp, wide, x, y, epochs=2, verbose=0)
     assert hypermodel.last_schedule.steps == round(2 * 10 * share)
     assert hypermodel.last_schedule.summary()["ended_by"] == "steps"
+
+
+def test_batch_norm_is_refreshed_while_its_averages_are_stale_and_then_left_alone():
+    """The refresh fires at a validation while Keras' moving averages still hold more than
+    ``stale_below`` of their start (0.99^64 = 53% > 50%): the statistics are then the
+    training images' mean at the current weights; not after (0.99^128 = 28%): Keras' own."""
+    from pipeline.training import BatchNormRefresh
+
+    x, y = data(64)
+    model = compile_model(tiny_model(), {**CFG, "learning_rate": 0.01})
+    refresh = BatchNormRefresh(x, stale_below=0.5)
+    seen = []  # per validation: (moving mean, the mean of the layer's inputs at the weights)
+
+    class Statistics(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            bn = self.model.get_layer("bn")
+            inputs = keras.Model(self.model.inputs, bn.input)(x)
+            seen.append((keras.ops.convert_to_numpy(bn.moving_mean),
+                         keras.ops.convert_to_numpy(inputs).mean(axis=0)))
+
+    model.fit(x, y, batch_size=1, epochs=2, validation_data=(x[:8], y[:8]), verbose=0,
+              callbacks=[refresh, Statistics()])
+    assert refresh.steps == 128 and refresh.refreshed == 1
+    (first, first_mean), (second, second_mean) = seen
+    np.testing.assert_allclose(first, first_mean, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(second, second_mean, rtol=1e-2, atol=1e-3)
+
+
+def test_a_model_without_batch_norm_is_never_refreshed():
+    from pipeline.training import BatchNormRefresh
+
+    x, y = data(64)
+    inputs = keras.Input((8,))
+    model = compile_model(keras.Model(inputs, keras.layers.Dense(3)(inputs)), CFG)
+    refresh = BatchNormRefresh(x)
+    model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
+              callbacks=[refresh])
+    assert refresh.refreshed == 0

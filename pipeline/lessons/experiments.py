@@ -19,16 +19,19 @@ import numpy as np
 from pipeline.config import AugmentationParams, LessonsParams
 from pipeline.lessons.training import (
     NO_AUGMENTATION,
-    REFRESH_IMAGES,
     LessonData,
     base_config,
     build,
     fit,
     predict_correct,
-    refresh_batch_norm,
 )
 from pipeline.lessons.verdicts import end_loss, roughness
-from pipeline.training import AUGMENTATION_HPS, augmentation_policy
+from pipeline.training import (
+    AUGMENTATION_HPS,
+    REFRESH_IMAGES,
+    augmentation_policy,
+    refresh_batch_norm,
+)
 
 # the learning-rate and Adam lessons share it: half decades, fine enough that a band of good
 # rates has a width (on whole decades both optimizers' bands were one rate wide)

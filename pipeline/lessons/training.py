@@ -18,6 +18,7 @@ from pipeline.config import AugmentationParams
 from pipeline.data import store
 from pipeline.data.split import per_class_subset
 from pipeline.families import FAMILIES
+from pipeline.training import REFRESH_IMAGES, BatchNormRefresh
 
 # The lessons' CNN: a small plain net of the CNN family (three conv stages of one conv each,
 # batch norm, no residual, no augmentation), fast enough on a laptop CPU for dozens of runs.
@@ -95,7 +96,7 @@ def fit(cfg: dict, data: LessonData, epochs: int, family: str = "cnn",
     model = build(cfg, data, family, augmentation, seed)
     steps = epochs * math.ceil(len(x) / cfg["batch_size"])
     recorder = StepLosses(len(x), cfg["batch_size"])
-    refresh = BatchNormRefresh(x[:REFRESH_IMAGES])
+    refresh = BatchNormRefresh(x[:REFRESH_IMAGES])  # at a lesson's budget: always
     started = time.perf_counter()
     history = model.fit(x, y, batch_size=cfg["batch_size"], epochs=epochs, verbose=0,
                         validation_data=(data.x_val, data.y_val),
@@ -111,47 +112,6 @@ def fit(cfg: dict, data: LessonData, epochs: int, family: str = "cnn",
             "train_accuracy": last.get("accuracy", math.nan),
             "final_loss": math.nan if did_diverge else last.get("loss", math.nan),
             "params": int(model.count_params())}
-
-
-# Batch norm's statistics, re-estimated before each validation on the first training images
-REFRESH_IMAGES, REFRESH_BATCH = 512, 256
-
-
-def refresh_batch_norm(model, images: np.ndarray) -> int:
-    """Set every batch-norm layer's moving statistics to their mean over ``images`` at the
-    current weights (forward passes in training mode, the running average's momentum set so
-    that each batch counts equally), as SWA's batch-norm update does; returns the layers
-    refreshed. Why: Keras' moving averages (momentum 0.99) keep 0.99^94 = 39% of their initial
-    values after a lesson's 94 steps, so inference would use statistics that match no weights
-    the net had (a batch-norm net at 37% training accuracy scored 10% on validation)."""
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-    if not layers:
-        return 0
-    kept = [layer.momentum for layer in layers]
-    try:
-        for k, start in enumerate(range(0, len(images), REFRESH_BATCH)):
-            for layer in layers:  # the k-th batch weighs 1/(k+1): an equal-weight mean
-                layer.momentum = k / (k + 1)
-            model(np.asarray(images[start:start + REFRESH_BATCH], dtype="float32"),
-                  training=True)
-    finally:
-        for layer, momentum in zip(layers, kept, strict=True):
-            layer.momentum = momentum
-    return len(layers)
-
-
-class BatchNormRefresh(keras.callbacks.Callback):
-    """``refresh_batch_norm`` before every validation of a fit (Keras calls ``on_test_begin``
-    then), so each epoch's validation scores, the early-stopping lesson's choice and the
-    predictions after training all use statistics of the weights being scored."""
-
-    def __init__(self, images: np.ndarray):
-        super().__init__()
-        self.images = images
-
-    def on_test_begin(self, logs=None):
-        refresh_batch_norm(self.model, self.images)
 
 
 class StepLosses(keras.callbacks.Callback):

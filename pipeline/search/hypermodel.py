@@ -13,7 +13,9 @@ from pipeline.spaces import SearchSpace
 from pipeline.training import (
     AUGMENTATION_HPS,
     RECIPE_DEFAULTS,
+    REFRESH_IMAGES,
     UNIT_HPS,
+    BatchNormRefresh,
     augmentation_policy,
     averaging_callbacks,
     budget_schedule,
@@ -108,6 +110,9 @@ class FamilyHyperModel(kt.HyperModel):
         self.last_compute_share = self.compute_share(model) if self.equal_compute else 1.0
         steps = max(1, round(steps * self.last_compute_share))
         self.last_schedule = budget_schedule(cfg, steps, seconds)
+        # a trial's 40-120 steps leave batch norm's moving averages stale: refreshed before
+        # each validation until they hold under 1% of their start (bench/README.md)
+        refresh = [BatchNormRefresh(args[0][:REFRESH_IMAGES], stale_below=0.01)] if args else []
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
-                         callbacks=[*averaging_callbacks(cfg), *callbacks, self.last_schedule],
-                         **kwargs)
+                         callbacks=[*averaging_callbacks(cfg), *refresh, *callbacks,
+                                    self.last_schedule], **kwargs)
