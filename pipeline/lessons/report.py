@@ -38,7 +38,9 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         f"training another claim had run) in {setup['minutes']:.1f} minutes. The verdicts are "
         "computed from the numbers by pipeline/lessons/verdicts.py (each function states its "
         "threshold); small subsets and few epochs mean a verdict speaks for this setting, "
-        "not for every network.",
+        "not for every network. Before every validation, batch norm's statistics are "
+        "re-estimated on 512 training images at the current weights: after a lesson's few "
+        "dozen steps Keras' moving averages still hold most of their initial values.",
         "",
     ]
     if confirmation is not None:
