@@ -192,6 +192,9 @@ class LessonsParams(Section):
     epochs: Annotated[int, Field(ge=1)] = 3  # of every run (the overfitting lessons: more)
     seeds: Annotated[int, Field(ge=1, le=10)] = 3  # the claims judged on paired seeds
     ablation_epochs: Annotated[int, Field(ge=1)] = 6  # the champion's ablation cards
+    # the cards train the champion's configuration at this many base filters (None: its own
+    # width); its parts are what they remove, the width only sets the cards' cost
+    ablation_base_filters: Annotated[int, Field(ge=1)] | None = 8
     seed: Annotated[int, Field(ge=0)] = 0
     # a second pass on fresh seeds (confirm_seed, confirm_seed + 1...) and a fresh data
     # subset drawn with it, of every claim the first pass decided; the report marks a claim

@@ -326,6 +326,31 @@ def test_a_setting_two_claims_train_alike_is_trained_once():
     assert told == [("annealing", False), ("adam_generalisation", True), ("momentum", False),
                     ("early_stopping", False)]
     assert lab.reused == 1
+    # a training validated after every epoch is another training (its history has curves)
+    curves = lab.run("adam_generalisation", "curves", cfg, epochs=2, validate_every_epoch=True)
+    assert len(curves["history"]["val_accuracy"]) == 2
+    assert lab.run("annealing", "no curves", cfg, epochs=2) is not curves
+    assert lab.run("momentum", "curves again", cfg, epochs=2,
+                   validate_every_epoch=True) is curves
+
+
+def test_a_lesson_validates_once_and_a_diverged_one_where_it_stopped():
+    """A lesson's run validates after its last epoch only (its final score is what lessons
+    read); one that diverges in its first epoch, before that validation, is still scored."""
+    from pipeline.lessons.training import LessonData, base_config, fit
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 64).astype(np.uint8)
+    data = LessonData(x, y, x[:32], y[:32], x, y, {"num_classes": 10, "mean": [120.0] * 3,
+                                                   "std": [60.0] * 3})
+    calm = fit(base_config(schedule="constant", learning_rate=0.01, batch_size=16), data,
+               epochs=3)
+    assert len(calm["history"]["loss"]) == 3 and len(calm["history"]["val_accuracy"]) == 1
+    wild = fit(base_config(schedule="constant", learning_rate=1e12, batch_norm=False,
+                           logit_scale=1.0, batch_size=16), data, epochs=3)
+    assert wild["diverged"] and len(wild["history"]["loss"]) == 1
+    assert 0.0 <= wild["val_accuracy"] <= 1.0  # scored after the stop (a NaN net: one class)
 
 
 def test_early_stopping_without_a_turn_is_inconclusive():
@@ -579,8 +604,11 @@ def _run_lessons(tmp_path, lessons: dict):
 def test_lessons_end_to_end_tiny(tmp_path):
     """Every claim's experiment on tiny generated data, 1 epoch: results, figures, verdicts,
     the report and the MLflow runs (a real SQLite store)."""
-    done, report, params = _run_lessons(tmp_path, {"seeds": 1})
+    done, report, params = _run_lessons(tmp_path, {"seeds": 1, "ablation_base_filters": 4})
     text = report.read_text()
+    cards = json.loads((tmp_path / "results" / "ablations.json").read_text())
+    assert cards["result"]["champion"]["base_filters"] == 4  # the champion file says 8
+    assert "champion at 4 base filters" in cards["verdict_text"]
     for claim in CLAIM_NAMES:
         result = json.loads((tmp_path / "results" / f"{claim}.json").read_text())
         assert result["verdict"] in ("supported", "not supported", "inconclusive")

@@ -59,14 +59,16 @@ class Lab:
         callbacks), its result: a shared baseline, the same weights and data order."""
         epochs, seed = epochs or self.params.epochs, self.params.seed if seed is None else seed
         augmentation = augmentation or NO_AUGMENTATION
+        every_epoch = kwargs.pop("validate_every_epoch", False)
         key = None if kwargs else json.dumps(
-            [family, cfg, epochs, seed, augmentation.model_dump()], sort_keys=True, default=str)
+            [family, cfg, epochs, seed, augmentation.model_dump(), every_epoch],
+            sort_keys=True, default=str)
         if key in self.trained:
             self.reused += 1
             self.report(claim, setting, {"family": family, **cfg}, self.trained[key], shared=True)
             return self.trained[key]
         result = fit(cfg, self.data, epochs, family=family, augmentation=augmentation,
-                     seed=seed, **kwargs)
+                     seed=seed, validate_every_epoch=every_epoch, **kwargs)
         self.report(claim, setting, {"family": family, **cfg}, result)
         if key is not None:
             self.trained[key] = result
@@ -242,8 +244,7 @@ def regularisation_gap(lab: Lab) -> dict:
                 for seed in seeds_of(lab)]
         settings[name] = {
             "train_accuracy": [float(predict_correct(r["model"], x, y).mean()) for r in runs],
-            "val_accuracy": [r["val_accuracy"] for r in runs],
-            "val_accuracy_curve": runs[0]["history"].get("val_accuracy", [])}
+            "val_accuracy": [r["val_accuracy"] for r in runs]}
     return {"train_images": len(y), "seeds": lab.params.seeds, "settings": settings}
 
 
@@ -293,7 +294,8 @@ def early_stopping(lab: Lab) -> dict:
     for seed in seeds_of(lab):
         watcher = WatchedStopping(monitor="val_loss", patience=2)
         run = lab.run("early_stopping", f"seed={seed}", cfg, epochs=epochs,
-                      callbacks=(watcher,), x_train=x, y_train=y, seed=seed)
+                      callbacks=(watcher,), x_train=x, y_train=y, seed=seed,
+                      validate_every_epoch=True)
         model, trained = run["model"], run["model"].get_weights()
         found["full_test_accuracy"].append(_test_accuracy(lab, model))
         model.set_weights(watcher.stop["weights"])
@@ -435,12 +437,13 @@ ABLATIONS = {  # name -> (what changes in the champion's configuration, when it 
 
 
 def ablations(lab: Lab) -> dict:
-    """The champion's configuration (the pipeline's best CNN) retrained on the lessons' data for
-    ``ablation_epochs``, then with one part removed at a time, each from every seed: test
-    accuracy per seed, paired by seed."""
+    """The champion's configuration (the pipeline's best CNN, at ``ablation_base_filters``
+    base filters where set) retrained on the lessons' data for ``ablation_epochs``, then with
+    one part removed at a time, each from every seed: test accuracy per seed, paired by seed."""
     from pipeline.families import FAMILIES
 
-    champion = lab.champion
+    width = lab.params.ablation_base_filters
+    champion = {**lab.champion, **({"base_filters": width} if width else {})}
     known = set(FAMILIES["cnn"].defaults) | set(AUGMENTATION_HPS)
     epochs = lab.params.ablation_epochs
 
@@ -545,7 +548,8 @@ def adam_generalisation(lab: Lab) -> dict:
     for name, changes in OPTIMIZER_ARMS.items():
         cfg = base_config(schedule="linear", **changes)
         runs = [lab.run("adam_generalisation", f"{name} seed={seed}", cfg,
-                        epochs=2 * lab.params.epochs, seed=seed) for seed in seeds_of(lab)]
+                        epochs=2 * lab.params.epochs, seed=seed, validate_every_epoch=True)
+                for seed in seeds_of(lab)]
         found[name] = {
             "val_accuracy_curve": [run["history"].get("val_accuracy", []) for run in runs],
             "val_accuracy": [run["val_accuracy"] for run in runs],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.lessons import CLAIMS, experiments
+from pipeline.lessons.training import LESSON_CNN
 from pipeline.lessons.verdicts import VERDICTS, Verdict
 
 MARK = {True: "supported", False: "**not supported**", None: "inconclusive"}
@@ -38,9 +39,13 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         f"training another claim had run) in {setup['minutes']:.1f} minutes. The verdicts are "
         "computed from the numbers by pipeline/lessons/verdicts.py (each function states its "
         "threshold); small subsets and few epochs mean a verdict speaks for this setting, "
-        "not for every network. Before every validation, batch norm's statistics are "
-        "re-estimated on 512 training images at the current weights: after a lesson's few "
-        "dozen steps Keras' moving averages still hold most of their initial values.",
+        "not for every network. What affords the seeds on a laptop: a small CNN "
+        f"({LESSON_CNN['base_filters']} base filters), one validation per run (after its "
+        "last epoch; after every epoch only where a claim reads the curve) and settings "
+        "shared between claims. Before a "
+        "validation, batch norm's statistics are re-estimated on 512 training images at the "
+        "current weights: after a lesson's few dozen steps Keras' moving averages still hold "
+        "most of their initial values.",
         "",
     ]
     if confirmation is not None:

@@ -393,7 +393,9 @@ def ablations(r: dict) -> Verdict:
     facts = "; ".join(f"without {k} costs {describe_interval(c)}" for k, c in costs.items())
     ending = _ending(verdict, "every part counts",
                      "not every part is shown to count", "the intervals cannot tell for every part")
-    return Verdict(verdict, f"champion {_pct(float(np.mean(base)))}; {facts}: {ending}")
+    width = r.get("champion", {}).get("base_filters")
+    which = f"champion at {width} base filters" if width else "champion"
+    return Verdict(verdict, f"{which} {_pct(float(np.mean(base)))}; {facts}: {ending}")
 
 
 def depth_vs_width(r: dict) -> Verdict:
