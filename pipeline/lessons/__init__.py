@@ -15,7 +15,7 @@ CLAIMS = {
     "annealing": ("Annealing", "decaying the learning rate beats a constant one"),
     "adam_robustness": ("Adam", "Adam is more robust to the learning rate than SGD"),
     "inductive_bias": ("Inductive bias",
-                       "convolution beats a fully connected net of the same size, and a "
+                       "convolution beats a fully connected net of its size or larger, and a "
                        "shifted bicycle is still a bicycle to it"),
     "regularisation_gap": ("Augmentation and dropout",
                            "augmentation and dropout narrow the train-validation gap"),

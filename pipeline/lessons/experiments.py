@@ -200,8 +200,9 @@ ROTATIONS = [0, 10, 20, 30]
 
 
 def inductive_bias(lab: Lab) -> dict:
-    """The lessons' CNN against an FC net of about the same size (2 hidden layers of 32), same
-    recipe, from each seed; then both on shifted and rotated test images: accuracy per seed."""
+    """The lessons' CNN against an FC net with about four times its parameters (2 hidden
+    layers of 32: the CNN's bias has to beat the FC's size), same recipe, from each seed; then
+    both on shifted and rotated test images: accuracy per seed."""
     x, y = lab.data.x_test, lab.data.y_test
 
     def scores(runs: list[dict], transform, amounts) -> dict:
