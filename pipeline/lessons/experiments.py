@@ -53,22 +53,22 @@ class Lab:
 
     def run(self, claim: str, setting: str, cfg: dict, *, epochs: int | None = None,
             family: str = "cnn", augmentation: AugmentationParams | None = None,
-            seed: int | None = None, **kwargs) -> dict:
+            seed: int | None = None, validate_every_epoch: bool = False, **kwargs) -> dict:
         """One training, or, when another claim already trained exactly these settings (same
-        configuration, epochs, augmentation, seed and the lessons' own training images, no
-        callbacks), its result: a shared baseline, the same weights and data order."""
+        configuration, epochs, augmentation, seed, validations and the lessons' own training
+        images, no callbacks), its result: a shared baseline, the same weights and data
+        order."""
         epochs, seed = epochs or self.params.epochs, self.params.seed if seed is None else seed
         augmentation = augmentation or NO_AUGMENTATION
-        every_epoch = kwargs.pop("validate_every_epoch", False)
         key = None if kwargs else json.dumps(
-            [family, cfg, epochs, seed, augmentation.model_dump(), every_epoch],
+            [family, cfg, epochs, seed, augmentation.model_dump(), validate_every_epoch],
             sort_keys=True, default=str)
         if key in self.trained:
             self.reused += 1
             self.report(claim, setting, {"family": family, **cfg}, self.trained[key], shared=True)
             return self.trained[key]
         result = fit(cfg, self.data, epochs, family=family, augmentation=augmentation,
-                     seed=seed, validate_every_epoch=every_epoch, **kwargs)
+                     seed=seed, validate_every_epoch=validate_every_epoch, **kwargs)
         self.report(claim, setting, {"family": family, **cfg}, result)
         if key is not None:
             self.trained[key] = result

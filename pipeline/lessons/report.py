@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.lessons import CLAIMS, experiments
 from pipeline.lessons.training import LESSON_CNN
 from pipeline.lessons.verdicts import VERDICTS, Verdict
+from pipeline.training import REFRESH_IMAGES
 
 MARK = {True: "supported", False: "**not supported**", None: "inconclusive"}
 
@@ -42,10 +43,10 @@ def write_report(path: Path, verdicts: dict[str, Verdict], figures: dict[str, Pa
         "not for every network. What affords the seeds on a laptop: a small CNN "
         f"({LESSON_CNN['base_filters']} base filters), one validation per run (after its "
         "last epoch; after every epoch only where a claim reads the curve) and settings "
-        "shared between claims. Before a "
-        "validation, batch norm's statistics are re-estimated on 512 training images at the "
-        "current weights: after a lesson's few dozen steps Keras' moving averages still hold "
-        "most of their initial values.",
+        "shared between claims. Before a validation, batch norm's statistics are "
+        f"re-estimated on {REFRESH_IMAGES} training images at the current weights: after a "
+        "lesson's few dozen steps Keras' moving averages still hold most of their initial "
+        "values.",
         "",
     ]
     if confirmation is not None:
