@@ -52,6 +52,11 @@ NO_DECAY = ["bias", "gamma", "beta"]  # variable names excluded from weight deca
 # Adam-family: the FC recipe's, chosen on validation (bench/README.md, "Equal care").
 REFERENCE_RATES = {"sgd": 0.2, "momentum": 0.2, "nesterov": 0.2, "adam": 0.005,
                    "adamw": 0.005, "rmsprop": 0.001}
+# Batch norm is what lets SGD take 0.2 (Ioffe & Szegedy 2015): without it the SGD family's
+# reference is a quarter of that, the best of 0.02, 0.05 and 0.2 for the CNN without batch
+# norm after one search epoch (bench/README.md, "Informative trials"); Adam's is unchanged
+REFERENCE_RATES_WITHOUT_BATCH_NORM = {**REFERENCE_RATES, "sgd": 0.05, "momentum": 0.05,
+                                      "nesterov": 0.05}
 UNIT_HPS = {
     # peak learning rate = REFERENCE_RATES[optimizer] x lr_multiplier
     "lr_multiplier",
@@ -67,7 +72,9 @@ def resolve_units(cfg: dict) -> dict:
     optimizer-independent units (UNIT_HPS) where it has them."""
     cfg = dict(cfg)
     if cfg.get("lr_multiplier") is not None:
-        cfg["learning_rate"] = REFERENCE_RATES[cfg["optimizer"]] * cfg["lr_multiplier"]
+        rates = (REFERENCE_RATES if cfg.get("batch_norm", True)
+                 else REFERENCE_RATES_WITHOUT_BATCH_NORM)
+        cfg["learning_rate"] = rates[cfg["optimizer"]] * cfg["lr_multiplier"]
     if cfg.get("decay_per_step") is not None:
         cfg["weight_decay"] = cfg["decay_per_step"] / cfg["learning_rate"]
     return cfg

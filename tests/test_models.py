@@ -1,5 +1,6 @@
 """Models, augmentation layers and the training recipe, on tiny inputs."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -97,3 +98,15 @@ def test_pad_crop_draws_a_reflect_padded_window_per_image():
     assert all(out[i].tobytes() in windows for i in range(8))
     assert len({out[i].tobytes() for i in range(8)}) > 4  # offsets differ per image
     np.testing.assert_array_equal(np.asarray(RandomPadCrop(4)(batch, training=False)), batch)
+
+
+@pytest.mark.parametrize(("init", "gain"), [("glorot_uniform", None), ("he_normal", 2.0)])
+def test_conv_init_sets_the_kernels_scale(init, gain):
+    build, defaults = FAMILIES["cnn"].builder, FAMILIES["cnn"].defaults
+    keras.utils.set_random_seed(0)
+    model = build({**defaults, "batch_norm": False, "conv_init": init}, 10, STATS,
+                  AugmentationParams())
+    kernel = np.asarray(model.get_layer("s1_c1_conv").kernel)  # 3x3, 32 -> 32 channels
+    fan_in, fan_out = 3 * 3 * 32, 3 * 3 * 32
+    expected = gain / fan_in if gain else 2.0 / (fan_in + fan_out)
+    assert kernel.var() == pytest.approx(expected, rel=0.15)

@@ -154,3 +154,28 @@ def test_space_defaults_say_how_they_were_chosen_and_never_by_the_test_split():
         assert not re.search(r"\btest\b", comments, re.IGNORECASE), path
     fc = (REPO / "search_spaces" / "fc.yaml").read_text()
     assert "validation" in fc.split("hyperparameters:")[0]
+
+
+def test_cnn_draws_without_batch_norm_get_he_init_and_a_quarter_of_sgds_rate():
+    """The no-batch-norm half of the CNN space trains in a trial (bench/README.md,
+    "Informative trials") only with both: a variance-keeping init and SGD's lower reference."""
+    from pipeline.config import AugmentationParams
+    from pipeline.search.hypermodel import FamilyHyperModel
+
+    space = load_space(REPO / "search_spaces" / "cnn.yaml", family="cnn",
+                       known=known_hyperparameters("cnn"))
+    hypermodel = FamilyHyperModel("cnn", space, {"num_classes": 10}, AugmentationParams(),
+                                  n_train=100)
+    configs = {}
+    for batch_norm, optimizer in [(True, "nesterov"), (False, "nesterov"), (False, "adam")]:
+        hp = kt.HyperParameters()
+        hp.values.update(batch_norm=batch_norm, optimizer=optimizer, lr_multiplier=2.0)
+        configs[batch_norm, optimizer] = hypermodel.config(hp)
+    assert configs[True, "nesterov"]["learning_rate"] == pytest.approx(0.4)
+    assert configs[True, "nesterov"]["conv_init"] == "glorot_uniform"  # the recipe unchanged
+    assert configs[False, "nesterov"]["learning_rate"] == pytest.approx(0.1)
+    assert configs[False, "nesterov"]["conv_init"] == "he_normal"
+    assert configs[False, "adam"]["learning_rate"] == pytest.approx(0.01)  # Adam's unchanged
+    hp = kt.HyperParameters()
+    hp.values.update(batch_norm=True)
+    assert "conv_init" not in hypermodel.logged_config(hp)  # not what a batch-norm trial used

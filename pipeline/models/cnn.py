@@ -33,12 +33,16 @@ CNN_DEFAULTS = {
     # a frozen 2x2 patch-whitening layer (pipeline/models/whitening.py) as the stem conv;
     # needs meta["patch_covariance"] (the search adds it from its training images)
     "whitening": False,
+    # Keras' default; a search space gives nets without batch norm he_normal, which keeps a
+    # ReLU stack's signal from shrinking layer by layer, so they train in a trial's few steps
+    "conv_init": "glorot_uniform",
 }
 
 
 def _conv(x, filters: int, cfg: dict, name: str):
     x = layers.Conv2D(filters, cfg["kernel_size"], padding="same",
                       use_bias=not cfg["batch_norm"], kernel_regularizer=coupled_l2(cfg),
+                      kernel_initializer=cfg.get("conv_init", "glorot_uniform"),
                       name=f"{name}_conv")(x)
     if cfg["batch_norm"]:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
