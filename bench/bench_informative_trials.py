@@ -9,6 +9,7 @@ Trials are budgeted in steps, and the trial cap ends the search (the wall-clock 
 set far above it), so the scores do not depend on how busy the machine is.
 
     python bench/bench_informative_trials.py --family cnn --trials 12 --sampling prior uniform
+    python bench/bench_informative_trials.py --family cnn --sampling prior --seed 2
 """
 
 from __future__ import annotations
@@ -101,9 +102,14 @@ def main() -> None:
     parser.add_argument("--params", default=str(ROOT / "params.yaml"))
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--sampling", nargs="+", default=["prior", "uniform"])
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the search's seed (default: tune.seed in the params file)")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
     params = load_params(args.params)
+    if args.seed is not None:
+        params = params.model_copy(
+            update={"tune": params.tune.model_copy(update={"seed": args.seed})})
     summaries = []
     with tempfile.TemporaryDirectory() as workdir:
         for sampling in args.sampling:
