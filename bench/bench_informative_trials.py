@@ -58,6 +58,11 @@ def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
             "hypermodel": hypermodel, "data": data, "t": t}
 
 
+def with_seed(params, seed: int):
+    """``params`` with the search seed ``seed`` (tune.seed)."""
+    return params.model_copy(update={"tune": params.tune.model_copy(update={"seed": seed})})
+
+
 def default_at(result: dict, epochs: int) -> float:
     """The default configuration's score at ``epochs``: its search trial where it ran at
     that rung, else one training like a trial's (same subset, seed of trial 0000)."""
@@ -108,8 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     if args.seed is not None:
-        params = params.model_copy(
-            update={"tune": params.tune.model_copy(update={"seed": args.seed})})
+        params = with_seed(params, args.seed)
     summaries = []
     with tempfile.TemporaryDirectory() as workdir:
         for sampling in args.sampling:

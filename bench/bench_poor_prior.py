@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_informative_trials import default_at, run_search  # noqa: E402
+from bench_informative_trials import default_at, run_search, with_seed  # noqa: E402
 
 # No batch norm, Adam at three times its reference rate, no augmentation, no label smoothing:
 # the example of a poor recipe, the same in both families
@@ -47,7 +47,7 @@ def pick_of(rows: list[dict]) -> dict | None:
 
 def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path) -> dict:
     t = params.tune.for_family(family)
-    seeded = params.model_copy(update={"tune": params.tune.model_copy(update={"seed": seed})})
+    seeded = with_seed(params, seed)
     result = run_search(seeded, family, data_dir, "prior", t.max_trials, workdir,
                         budget_minutes=t.budget_minutes, first_values=[POOR_PRIOR[family]])
     pick = pick_of(result["rows"])
