@@ -151,3 +151,22 @@ def test_earlier_trials_at_the_same_rung_rank_with_the_search_and_can_be_its_inc
                              and t.hyperparameters.values["lr_multiplier"] > 1.5
                              for t in searched.trials.values())
     assert like_far["with"] >= 3 and like_far["without"] <= 1, like_far
+
+
+
+def test_searches_with_consecutive_seeds_draw_different_uniform_configurations(tmp_path):
+    """KerasTuner seeds each sampled value with a counter; started at the search seed, seeds s
+    and s + 1 drew the same numbers one place apart, and their searches repeated each other's
+    configurations (bench/README.md, "A fresh seed for the informative share"). One dimension
+    makes the overlap total: 29 of 30 draws shared."""
+    drawn = {}
+    for seed in (1, 2):
+        oracle = RandomOracle(objective=kt.Objective("val_accuracy", "max"), max_trials=40,
+                              seed=seed, sampling="uniform", trial_cap=40)
+        oracle._set_project_dir(str(tmp_path), f"uniform-{seed}")
+        hp = kt.HyperParameters()
+        hp.Float("lr_multiplier", 0.3, 3.0, sampling="log", default=1.0)
+        oracle.update_space(hp)
+        drawn[seed] = {oracle._random_values()["lr_multiplier"] for _ in range(30)}
+    assert len(drawn[1]) == len(drawn[2]) == 30
+    assert not drawn[1] & drawn[2]

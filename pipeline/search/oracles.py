@@ -65,7 +65,8 @@ class SearchControlMixin:
         self.sampling = sampling
         self.draws: dict[str, int] = {}  # how many draws of each kind (the search run logs it)
         if seed is not None:  # KerasTuner reads a seed of 0 as "draw one at random"
-            self.seed = self._seed_state = seed
+            self.seed = seed
+            self._seed_state = uniform_stream_start(seed)
 
     def populate_space(self, trial_id):
         stopped = {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
@@ -190,6 +191,14 @@ def ranked_at_top_rung(trials) -> list:
     top = max(t.hyperparameters.values.get("tuner/epochs", 0) for t in done)
     at_top = [t for t in done if t.hyperparameters.values.get("tuner/epochs", 0) == top]
     return sorted(at_top, key=lambda t: t.score, reverse=True)
+
+
+def uniform_stream_start(seed: int) -> int:
+    """Where KerasTuner's uniform draws start for a search seed. KerasTuner seeds each value
+    it samples with a counter and adds one per value; started at the seed itself, seeds s and
+    s + 1 would draw the same numbers one place apart and repeat each other's configurations.
+    A number derived from the seed keeps the streams of different seeds apart."""
+    return int(np.random.SeedSequence(seed).generate_state(1)[0])
 
 
 def config_digest(values: dict) -> str:
