@@ -153,7 +153,6 @@ def test_earlier_trials_at_the_same_rung_rank_with_the_search_and_can_be_its_inc
     assert like_far["with"] >= 3 and like_far["without"] <= 1, like_far
 
 
-
 def test_searches_with_consecutive_seeds_draw_different_uniform_configurations(tmp_path):
     """KerasTuner seeds each sampled value with a counter; started at the search seed, seeds s
     and s + 1 drew the same numbers one place apart, and their searches repeated each other's
