@@ -171,9 +171,9 @@ def _cmd_show_space(args: argparse.Namespace) -> int:
     if space.family not in FAMILIES:
         print(space.summary())
         return EXIT_OK
-    from pipeline.search.hypermodel import known_hyperparameters, trial_defaults  # Keras
+    from pipeline.search.hypermodel import load_family_space, trial_defaults  # Keras
 
-    space = load_space(args.file, known=known_hyperparameters(space.family))
+    space = load_family_space(args.file, space.family)
     has_params = Path(args.params).is_file()
     policy = load_params(args.params).augmentation if has_params else AugmentationParams()
     print(space.summary())

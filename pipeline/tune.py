@@ -33,7 +33,7 @@ from pipeline.config import Params, TuneParams
 from pipeline.data import store
 from pipeline.data.split import per_class_subset
 from pipeline.errors import UserError
-from pipeline.spaces import SearchSpace, load_space
+from pipeline.spaces import SearchSpace
 from pipeline.tracking import names
 from pipeline.tracking.search_runs import SearchRuns
 
@@ -190,9 +190,9 @@ def search_fidelity(data: SearchData, augmentation) -> str:
 def load_search_data(t: TuneParams, family: str, space_file: Path,
                      data_dir: Path) -> SearchData:
     from pipeline.models.whitening import patch_covariance
-    from pipeline.search.hypermodel import known_hyperparameters
+    from pipeline.search.hypermodel import load_family_space
 
-    space = load_space(space_file, family=family, known=known_hyperparameters(family))
+    space = load_family_space(space_file, family)
     x_train, y_train = (np.asarray(a) for a in store.load_split(data_dir, "train"))
     x_val, y_val = (np.asarray(a) for a in store.load_split(data_dir, "val"))
     subset = None if t.profile == "gpu" else t.search_train_per_class

@@ -75,6 +75,41 @@ def test_bad_space_entries(tmp_path, body, key, problem):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("body", "value"),
+    [
+        ("  optimizer: {type: choice, values: [nesterov, nadamw]}\n", "nadamw"),
+        ("  schedule: {type: fixed, value: cosine_warmup}\n", "cosine_warmup"),
+        ("  activation: {type: choice, values: [relu, gleu], default: relu}\n", "gleu"),
+        ("  batch_norm: {type: boolean}\n"
+         "  conv_init: {type: fixed, value: he_nromal, when: {batch_norm: [false]}}\n",
+         "he_nromal"),
+        ("  head: {type: choice, values: [global_max, global_mean]}\n", "global_mean"),
+        ("  block_stages: {type: fixed, value: both}\n", "both"),
+    ],
+)
+def test_a_misspelt_named_value_is_refused_at_load(tmp_path, body, value):
+    """Each of these used to load: the trials drawing it failed when Keras built them (the head
+    silently became global_max). Refused with the file, the key and the value."""
+    from pipeline.search.hypermodel import load_family_space
+
+    path = write(tmp_path, body)
+    load_space(path, known=known_hyperparameters("cnn"))  # well-formed: only the value is wrong
+    with pytest.raises(ConfigError) as info:
+        load_family_space(path, "cnn")
+    name = body.strip().splitlines()[-1].split(":")[0].strip()
+    assert str(info.value).startswith(f"{path}: hyperparameters.{name} = {value!r}: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["cnn", "fc"])
+def test_the_shipped_spaces_name_only_values_their_builders_take(family):
+    from pipeline.search.hypermodel import NAMED_VALUES, load_family_space
+
+    space = load_family_space(REPO / "search_spaces" / f"{family}.yaml", family)
+    assert {"optimizer", "schedule", "activation"} <= set(space.names()) & set(NAMED_VALUES)
+
+
 def test_conditions_and_fixed_values_reach_keras_tuner(tmp_path):
     path = write(tmp_path, (
         "  optimizer: {type: choice, values: [nesterov, adam], default: adam}\n"
@@ -118,6 +153,10 @@ def test_show_space_command(tmp_path, real_cifar10):
     result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "hyperparameters.stages.min" in result.stderr
+    bad = write(tmp_path, "  activation: {type: choice, values: [relu, gleu]}\n")
+    result = subprocess.run([sys.executable, "-m", "pipeline", "show-space", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "hyperparameters.activation = 'gleu'" in result.stderr
 
 
 def test_show_space_on_malformed_yaml_is_one_line(tmp_path):

@@ -49,8 +49,12 @@ def _conv(x, filters: int, cfg: dict, name: str):
     return layers.Activation(cfg["activation"], name=f"{name}_act")(x)
 
 
+HEADS = ("flatten", "global_avg", "global_max")
+BLOCK_STAGES = ("all", "ends")
+
+
 def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
-    if cfg["block_stages"] not in ("all", "ends"):  # a trial with it fails, naming the value
+    if cfg["block_stages"] not in BLOCK_STAGES:  # a trial with it fails, naming the value
         raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
     inputs, x = input_stem(meta, policy, seed)
     whiten = None

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import math
 
+import keras
 import keras_tuner as kt
 
 from pipeline.config import AugmentationParams
+from pipeline.errors import ConfigError
 from pipeline.families import FAMILIES
-from pipeline.spaces import SearchSpace
+from pipeline.models.cnn import BLOCK_STAGES, HEADS
+from pipeline.spaces import SearchSpace, load_space
 from pipeline.training import (
     AUGMENTATION_HPS,
     RECIPE_DEFAULTS,
+    REFERENCE_RATES,
     REFRESH_IMAGES,
+    SCHEDULES,
     UNIT_HPS,
     BatchNormRefresh,
     augmentation_policy,
@@ -27,6 +32,46 @@ from pipeline.training import (
 def known_hyperparameters(family: str) -> set[str]:
     return (set(RECIPE_DEFAULTS) | set(AUGMENTATION_HPS) | UNIT_HPS
             | set(FAMILIES[family].defaults))
+
+
+def _one_of(names) -> callable:
+    return lambda value: None if value in names else f"should be one of {', '.join(names)}"
+
+
+def _keras_name(get, what: str) -> callable:
+    def problem(value):
+        try:
+            get(value)
+        except (ValueError, TypeError):
+            return f"not a name Keras knows for {what}"
+        return None
+    return problem
+
+
+# the named values a builder takes: a misspelt one would fail each trial that draws it (or,
+# for the head, silently build another), so a space file's are checked when it is loaded
+NAMED_VALUES = {
+    "optimizer": _one_of(tuple(REFERENCE_RATES)),
+    "schedule": _one_of(tuple(SCHEDULES)),
+    "head": _one_of(HEADS),
+    "block_stages": _one_of(BLOCK_STAGES),
+    "activation": _keras_name(keras.activations.get, "an activation (e.g. relu, gelu)"),
+    "conv_init": _keras_name(keras.initializers.get,
+                             "an initializer (e.g. glorot_uniform, he_normal)"),
+}
+
+
+def load_family_space(path, family: str) -> SearchSpace:
+    """A family's space file checked against its builder: every name it declares and every
+    value of NAMED_VALUES it can draw; ConfigError (file, key, value) on the first fault."""
+    space = load_space(path, family=family, known=known_hyperparameters(family))
+    for entry in space.entries:
+        problem = NAMED_VALUES.get(entry.name)
+        for value in (entry.possible_values() or []) if problem else []:
+            if problem(value):
+                raise ConfigError(space.path, f"hyperparameters.{entry.name}", value,
+                                  problem(value))
+    return space
 
 
 def trial_defaults(family: str, policy: AugmentationParams) -> dict:
