@@ -87,6 +87,21 @@ def test_default_cnn_is_the_resnet9_layout_and_all_blocks_add_the_middle_one():
         build({**defaults, "block_stages": "middle"}, 10, STATS, AugmentationParams())
 
 
+@pytest.mark.parametrize("head, layer_type", [
+    ("flatten", "Flatten"), ("global_avg", "GlobalAveragePooling2D"),
+    ("global_max", "GlobalMaxPooling2D")])
+def test_each_head_builds_its_own_layer_and_an_unknown_one_is_refused(head, layer_type):
+    build, defaults = FAMILIES["cnn"].builder, FAMILIES["cnn"].defaults
+    model = build({**defaults, "head": head}, 10, STATS, AugmentationParams())
+    pooled = [type(layer).__name__ for layer in model.layers
+              if layer.name in ("flatten", "global_pool")]
+    assert pooled == [layer_type]
+    # a configuration written in code is not checked by a space file's loader
+    with pytest.raises(ValueError, match="head must be one of flatten, global_avg, "
+                                         "global_max, not 'gap'"):
+        build({**defaults, "head": "gap"}, 10, STATS, AugmentationParams())
+
+
 def test_pad_crop_draws_a_reflect_padded_window_per_image():
     from pipeline.augment import RandomPadCrop
 

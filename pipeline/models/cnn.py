@@ -49,13 +49,23 @@ def _conv(x, filters: int, cfg: dict, name: str):
     return layers.Activation(cfg["activation"], name=f"{name}_act")(x)
 
 
-HEADS = ("flatten", "global_avg", "global_max")
+# head name -> the layer that turns the last feature map into a vector; the names a space
+# file may use are this mapping's keys (pipeline/search/hypermodel.py checks them at load)
+HEAD_LAYERS = {
+    "flatten": lambda: layers.Flatten(name="flatten"),
+    "global_avg": lambda: layers.GlobalAveragePooling2D(name="global_pool"),
+    "global_max": lambda: layers.GlobalMaxPooling2D(name="global_pool"),
+}
+HEADS = tuple(HEAD_LAYERS)
 BLOCK_STAGES = ("all", "ends")
 
 
 def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
-    if cfg["block_stages"] not in BLOCK_STAGES:  # a trial with it fails, naming the value
+    # a trial with an unknown name fails, naming the value (not a silent other layout)
+    if cfg["block_stages"] not in BLOCK_STAGES:
         raise ValueError(f"block_stages must be all or ends, not {cfg['block_stages']!r}")
+    if cfg["head"] not in HEAD_LAYERS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, not {cfg['head']!r}")
     inputs, x = input_stem(meta, policy, seed)
     whiten = None
     if cfg.get("whitening"):  # configurations saved before it existed lack the key
@@ -78,12 +88,7 @@ def build_cnn(cfg: dict, num_classes: int, meta: dict, policy, seed=None):
             for index in range(cfg["convs_per_stage"] - 1):
                 y = _conv(y, width, cfg, f"s{stage + 1}_c{index + 1}")
             x = layers.Add(name=f"s{stage + 1}_residual")([x, y]) if cfg["residual"] else y
-    if cfg["head"] == "flatten":
-        x = layers.Flatten(name="flatten")(x)
-    elif cfg["head"] == "global_avg":
-        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-    else:
-        x = layers.GlobalMaxPooling2D(name="global_pool")(x)
+    x = HEAD_LAYERS[cfg["head"]]()(x)
     if cfg["dropout"]:
         x = layers.Dropout(cfg["dropout"], name="head_dropout")(x)
     if cfg["dense_units"]:

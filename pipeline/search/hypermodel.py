@@ -48,8 +48,8 @@ def _keras_name(get, what: str) -> callable:
     return problem
 
 
-# the named values a builder takes: a misspelt one would fail each trial that draws it (or,
-# for the head, silently build another), so a space file's are checked when it is loaded
+# the named values a builder takes: a misspelt one would fail each trial that draws it, so a
+# space file's are checked when it is loaded
 NAMED_VALUES = {
     "optimizer": _one_of(tuple(REFERENCE_RATES)),
     "schedule": _one_of(tuple(SCHEDULES)),
@@ -66,11 +66,12 @@ def load_family_space(path, family: str) -> SearchSpace:
     value of NAMED_VALUES it can draw; ConfigError (file, key, value) on the first fault."""
     space = load_space(path, family=family, known=known_hyperparameters(family))
     for entry in space.entries:
-        problem = NAMED_VALUES.get(entry.name)
-        for value in (entry.possible_values() or []) if problem else []:
-            if problem(value):
-                raise ConfigError(space.path, f"hyperparameters.{entry.name}", value,
-                                  problem(value))
+        check = NAMED_VALUES.get(entry.name)
+        if check is None:
+            continue
+        for value in entry.possible_values() or []:
+            if fault := check(value):
+                raise ConfigError(space.path, f"hyperparameters.{entry.name}", value, fault)
     return space
 
 
