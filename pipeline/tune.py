@@ -170,7 +170,8 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
             "hyperparameters": {k: _plain(v) for k, v in
                                 hypermodel.config(best_trial.hyperparameters).items()},
             "final": final, "precision": precision, "budget_rule": budget_rule,
-            "search_seconds": round(search_seconds, 1), "mlflow_parent_run": runs.parent_id,
+            "search_seconds": round(search_seconds, 1),
+            "mlflow_parent_run": runs.settled_parent_id(),
             **({"selection": selection} if selection else {})}
     save_outputs(model, best, history, folders, runs)
     runs.finish("FINISHED")

@@ -161,9 +161,19 @@ def test_a_store_down_when_the_search_starts_costs_seconds_and_loses_nothing(
     root.mkdir()
     servers = []
 
+    up = threading.Event()
+
     def start_once_training():
         _wait_for_trials(tmp_path, 1)
         servers.append(_start_server(root, port))
+        up.set()
+
+    # the search's results wait for the server, however slow the machine is to start it: it
+    # comes up during the search, and the results must then name the search's run
+    import pipeline.tune
+    tabulate = pipeline.tune.tabulate_trials
+    monkeypatch.setattr(pipeline.tune, "tabulate_trials",
+                        lambda *a, **k: (up.wait(120), tabulate(*a, **k))[1])
 
     def check(best):
         assert servers, "the server never started"

@@ -127,6 +127,14 @@ class SearchRuns:
         """The parent run's MLflow id (None while its creation is still queued)."""
         return self.writer.resolve(self.parent) if self.writer else None
 
+    def settled_parent_id(self) -> str | None:
+        """The parent run's id for the results: a store that came back late in the search
+        may still have the run's creation queued, so the writes queued so far go out first
+        (bounded as the final drain is); None if the store is still away."""
+        if self.writer is not None and self.parent is not None and self.parent_id is None:
+            self.writer.drain(self.drain_s)
+        return self.parent_id
+
     def link_best_trial(self, trial_id: str) -> None:
         """Tag the parent run with the run id of its best trial (MLflow UI: one click)."""
         if self.parent is None:
