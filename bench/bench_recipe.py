@@ -36,6 +36,10 @@ ARMS = {  # name -> (precision, overrides of the default configuration)
     "label_smoothing_0.2": ("float32", {"label_smoothing": 0.2}),
     "alternating_flip": ("float32", {"aug_alternate_flip": True}),
     "whitening": ("float32", {"whitening": True}),
+    # batch norm's offsets at 64x the rate of the other weights (airbench's bias scaler) and
+    # at 8x, between it and the default's 1x
+    "bn_bias_rate_64": ("float32", {"bn_bias_lr_multiplier": 64.0}),
+    "bn_bias_rate_8": ("float32", {"bn_bias_lr_multiplier": 8.0}),
     "bfloat16": ("mixed_bfloat16", {}),
     # the width/epochs trade-off at fixed minutes: width 24 trains at about 0.67x width 16's
     # images/s on this CPU (../shared/docs/cpu-calibration.md: 384 vs 569-628), so it gets

@@ -275,3 +275,63 @@ def test_a_model_without_batch_norm_is_never_refreshed():
     model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0,
               callbacks=[refresh])
     assert refresh.refreshed == 0
+
+
+OFFSET_RATE = """
+import json, sys
+import keras
+import numpy as np
+from pipeline.training import compile_model
+
+cfg = {"learning_rate": 0.01, "momentum": 0.9, "schedule": "constant", "warmup_fraction": 0.0,
+       "batch_size": 16, "weight_decay": 0.0, "label_smoothing": 0.0}
+x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+y = np.arange(16) % 3
+found = {}
+for optimizer in ("nesterov", "adam"):
+    for rate in (1.0, 64.0):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8,))
+        hidden = keras.layers.Dense(4, name="dense")(inputs)
+        hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
+        compile_model(model, {**cfg, "optimizer": optimizer, "bn_bias_lr_multiplier": rate})
+        before = {w.path: np.array(w) for w in model.trainable_weights}
+        model.train_on_batch(x, y)
+        found[f"{optimizer} {rate}"] = {w.path: (np.array(w) - before[w.path]).tolist()
+                                        for w in model.trainable_weights}
+        if rate != 1.0 and optimizer == "adam":
+            model.save(sys.argv[1])
+            again = keras.models.load_model(sys.argv[1])
+            found["loaded"] = [type(again.optimizer).__name__, again.optimizer.offset_rate]
+print(json.dumps(found))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_batch_norm_offsets_train_at_their_own_rate(backend, tmp_path):
+    """bn_bias_lr_multiplier: one update moves batch norm's offsets (beta) that many times
+    further than at 1, and every other weight exactly as far, with SGD (Nesterov) and with Adam
+    alike (both first steps are linear in the rate), on both backends; the optimizer saves and
+    loads with its multiplier."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", OFFSET_RATE, str(tmp_path / "m.keras")],
+                         cwd=repo, check=True, capture_output=True, text=True,
+                         env={**os.environ, "KERAS_BACKEND": backend})
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    for optimizer in ("nesterov", "adam"):
+        plain, faster = found[f"{optimizer} 1.0"], found[f"{optimizer} 64.0"]
+        assert set(plain) == {"dense/kernel", "dense/bias", "bn/gamma", "bn/beta",
+                              "logits/kernel", "logits/bias"}
+        for path, step in plain.items():
+            step, other = np.array(step), np.array(faster[path])
+            assert np.abs(step).max() > 0, path  # every weight moved
+            expected = 64.0 * step if path == "bn/beta" else step
+            np.testing.assert_allclose(other, expected, rtol=1e-4, atol=1e-9, err_msg=path)
+    assert found["loaded"] == ["AdamWithOffsetRate", 64.0]
