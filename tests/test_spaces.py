@@ -141,7 +141,8 @@ def test_show_space_command(tmp_path, real_cifar10):
     # drawn through its unit is neither
     searched, fixed = result.stdout.split("fixed for every trial")
     assert "  ema_momentum: 0.0" in fixed and "  aug_rotation: 0.0" in fixed
-    assert "lr_multiplier" not in fixed and "lr_multiplier" in searched
+    assert "\n  lr_multiplier:" not in fixed and "lr_multiplier" in searched
+    assert "\n  bn_bias_lr_multiplier: 1.0" in fixed  # a recipe switch, off
     assert "learning_rate" not in result.stdout and "weight_decay" not in result.stdout
     policy = write_params(tmp_path / "params.yaml", prepare={"source": str(tmp_path)},
                           augmentation={"rotation": 5})
