@@ -171,7 +171,7 @@ class OffsetRateMixin:
 
     def build(self, variables):
         super().build(variables)
-        self._offset_keys = [self._var_key(v) for v in variables if v.name == "beta"]
+        self._offset_keys = {self._var_key(v) for v in variables if v.name == "beta"}
 
     def update_step(self, gradient, variable, learning_rate):
         if self._var_key(variable) in self._offset_keys:

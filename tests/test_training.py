@@ -282,20 +282,15 @@ import json, sys
 import keras
 import numpy as np
 from pipeline.training import compile_model
+from tests.test_training import CFG, data, tiny_model
 
-cfg = {"learning_rate": 0.01, "momentum": 0.9, "schedule": "constant", "warmup_fraction": 0.0,
-       "batch_size": 16, "weight_decay": 0.0, "label_smoothing": 0.0}
-x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
-y = np.arange(16) % 3
+cfg = {**CFG, "learning_rate": 0.01, "schedule": "constant", "warmup_fraction": 0.0}
+x, y = data(16)
 found = {}
 for optimizer in ("nesterov", "adam"):
     for rate in (1.0, 64.0):
-        keras.utils.set_random_seed(0)
-        inputs = keras.Input((8,))
-        hidden = keras.layers.Dense(4, name="dense")(inputs)
-        hidden = keras.layers.BatchNormalization(name="bn")(hidden)
-        model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
-        compile_model(model, {**cfg, "optimizer": optimizer, "bn_bias_lr_multiplier": rate})
+        model = compile_model(tiny_model(seed=0),
+                              {**cfg, "optimizer": optimizer, "bn_bias_lr_multiplier": rate})
         before = {w.path: np.array(w) for w in model.trainable_weights}
         model.train_on_batch(x, y)
         found[f"{optimizer} {rate}"] = {w.path: (np.array(w) - before[w.path]).tolist()
