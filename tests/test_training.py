@@ -33,9 +33,13 @@ def tiny_model(seed=0):
 class LearningRates(keras.callbacks.Callback):
     """The learning rate each batch actually trained with."""
 
-    def __init__(self, delay_s=0.0):
+    def __init__(self, delay_s=0.0, budget=None):
         super().__init__()
-        self.rates, self.delay_s = [], delay_s
+        self.rates, self.delay_s, self.budget, self.progress = [], delay_s, budget, []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.budget is not None:  # what the budget's schedule read when it set this rate
+            self.progress.append(self.budget.progress)
 
     def on_train_batch_end(self, batch, logs=None):
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
@@ -82,15 +86,20 @@ def test_a_time_budget_stops_training_and_its_schedule_ends_there():
     x, y = data(1024)  # 64 batches an epoch
     model = compile_model(tiny_model(), CFG)
     budget = BudgetSchedule("one_cycle", 0.1, 0.2, steps=64 * 50, seconds=3.0, tolerance=0.0)
-    rates = LearningRates(delay_s=0.01)
+    rates = LearningRates(delay_s=0.01, budget=budget)
     history = model.fit(x, y, batch_size=16, epochs=50, verbose=0, callbacks=[budget, rates],
                         validation_data=(x[:64], y[:64]))
     assert budget.ended_by == "time" and budget.progress == 1.0
     assert len(history.history["loss"]) < 50 and len(rates.rates) > 80
     # stopped at the first batch past the budget (a loaded machine may stretch one batch)
     assert 3.0 <= budget.trained_seconds < 9.0 and budget.steps == len(rates.rates)
+    # every batch trained at the schedule's rate for the share of the seconds spent when it
+    # started (a step-counted schedule would be at 1/3,200 of its way per step)
+    expected = [0.1 * schedule_factor("one_cycle", p) for p in rates.progress]
+    np.testing.assert_allclose(rates.rates, expected, atol=1e-6)
     peak_at = int(np.argmax(rates.rates))
-    assert 0.1 <= peak_at / len(rates.rates) <= 0.35  # warm-up near 20% of the steps
+    # warm-up for 20% of the clock, however unevenly a loaded machine spaces the batches in it
+    assert 0.15 <= rates.progress[peak_at] <= 0.25
     after_peak = np.array(rates.rates[peak_at:])
     assert np.all(np.diff(after_peak) <= 1e-9)  # then it only decays
     # annealed by the clock, near zero at the end: the last batch's rate is set when it
