@@ -171,6 +171,10 @@ def _cmd_show_space(args: argparse.Namespace) -> int:
     if space.family not in FAMILIES:
         print(space.summary())
         return EXIT_OK
+    if not args.verbose:  # only now: a malformed file got its one line without the wait
+        from pipeline.console import import_keras_quietly
+
+        import_keras_quietly()
     from pipeline.search.hypermodel import load_family_space, trial_defaults  # Keras
 
     space = load_family_space(args.file, space.family)
@@ -429,7 +433,7 @@ def _version() -> str:
 
 # commands that train or load models: Keras is imported up front, its chatter captured
 KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "publish", "retune",
-                  "lessons", "show-space"}
+                  "lessons"}
 
 
 def main(argv: list[str] | None = None) -> int:
