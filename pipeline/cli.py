@@ -439,11 +439,9 @@ KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "pub
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        from pipeline.console import import_keras_quietly, quiet_native_logs
+        from pipeline.console import quiet_native_logs
 
         quiet_native_logs()
-        if args.command in KERAS_COMMANDS:
-            import_keras_quietly()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -453,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import UserError
 
     try:
+        if args.command in KERAS_COMMANDS and not args.verbose:
+            from pipeline.config import load_params
+            from pipeline.console import import_keras_quietly
+
+            load_params(args.params)  # a bad params file: its one line before Keras' import
+            import_keras_quietly()
         return args.handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -47,6 +47,28 @@ def test_bad_params_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_params_file_is_refused_before_tensorflow_loads(tmp_path):
+    """Every command that trains or loads models reads its params file first: a mistake there
+    costs a fraction of a second, not the 5-10 s of importing TensorFlow."""
+    params = write_params(tmp_path / "params.yaml", tune={"max_trials": -1})
+    code = (
+        "import sys\n"
+        "from pipeline.cli import KERAS_COMMANDS, main\n"
+        "for command in sorted(KERAS_COMMANDS):\n"
+        "    extra = ['--family', 'cnn'] if command in ('tune', 'replicate') else []\n"
+        f"    rc = main([command, '--params', {str(params)!r}, *extra])\n"
+        "    print('RC', command, rc, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    answers = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RC")]
+    assert [command for command, *_ in answers] == sorted(cli.KERAS_COMMANDS), result.stderr
+    assert all(rc == "2" and loaded == "False" for _, rc, loaded in answers), answers
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(answers), result.stderr
+    assert all("tune.max_trials = -1" in line for line in errors), result.stderr
+
+
 def test_data_error_exit_2(tmp_path, tiny_cifar10):
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_cifar10)})
     result = run_cli("prepare", "--params", str(params), "--out", str(tmp_path / "out"))
