@@ -67,13 +67,16 @@ def build(family: str, x, batch_size: int, overrides: dict):
     return compile_model(model, cfg), cfg
 
 
-def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) -> dict:
+def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict,
+            jit: bool | None = None) -> dict:
     import keras
 
     from pipeline.training import budget_schedule
 
     keras.backend.clear_session()
     model, cfg = build(family, x, batch_size, overrides)
+    if jit is not None:
+        model.jit_compile = jit
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -96,6 +99,7 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict) ->
     fit_rate, bare_rate = len(x) / fit_s, bare_images / bare_s
     flops = forward_flops(model)
     return {"family": family, "batch_size": batch_size, "params": model.count_params(),
+            "jit_compile": bool(model.jit_compile),
             "forward_mflop_per_image": round(flops / 1e6, 1),
             "train_gflop_per_s": round(3 * flops * fit_rate / 1e9, 1),
             "train_images_per_s": round(fit_rate, 1),
@@ -136,6 +140,9 @@ def main(argv=None) -> int:
                         help="Keras dtype policy; profile-gpu: what tune.profile gpu picks here")
     parser.add_argument("--base-filters", type=int, help="CNN stem width (default: the "
                         "family default; 64 is ResNet-9's full 64-128-256-512)")
+    parser.add_argument("--jit", choices=("auto", "on", "off"), default="auto",
+                        help="XLA compilation of the training step (auto: Keras's choice, "
+                             "off on a CPU-only TensorFlow; %(default)s)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -150,16 +157,17 @@ def main(argv=None) -> int:
     else:
         x, y = load_images(args.source, args.images)
     overrides = {"base_filters": args.base_filters} if args.base_filters else {}
+    jit = {"auto": None, "on": True, "off": False}[args.jit]
     device = "gpu" if any("gpu" in str(d).lower() for d in _devices()) else "cpu"
     print(f"backend {keras.backend.backend()}, {device}, {len(x)} images, precision {policy}, "
-          f"{overrides or 'family defaults'}", flush=True)
+          f"{overrides or 'family defaults'}, jit {args.jit}", flush=True)
     print("| family | batch | parameters | fit images/s | bare step images/s | feed ratio "
           "| predict images/s | training GFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     results = []
     for family in args.families:
         for batch_size in args.batch_sizes:
-            row = measure(family, x, y, batch_size, args.epochs, overrides)
+            row = measure(family, x, y, batch_size, args.epochs, overrides, jit)
             results.append(row)
             print(f"| {family} | {batch_size} | {row['params']:,} | "
                   f"{row['train_images_per_s']:,.0f} | {row['bare_step_images_per_s']:,.0f} | "
