@@ -171,10 +171,7 @@ def _cmd_show_space(args: argparse.Namespace) -> int:
     if space.family not in FAMILIES:
         print(space.summary())
         return EXIT_OK
-    if not args.verbose:  # only now: a malformed file got its one line without the wait
-        from pipeline.console import import_keras_quietly
-
-        import_keras_quietly()
+    _import_keras(args)  # only now: a malformed file got its one line without the wait
     from pipeline.search.hypermodel import load_family_space, trial_defaults  # Keras
 
     space = load_family_space(args.file, space.family)
@@ -431,7 +428,15 @@ def _version() -> str:
         return __version__
 
 
-# commands that train or load models: Keras is imported up front, its chatter captured
+def _import_keras(args: argparse.Namespace) -> None:
+    """Keras with its native start-up chatter captured (shown as it comes with --verbose)."""
+    if not args.verbose:
+        from pipeline.console import import_keras_quietly
+
+        import_keras_quietly()
+
+
+# commands that train or load models: Keras is imported once their params file has loaded
 KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "publish", "retune",
                   "lessons"}
 
@@ -453,10 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in KERAS_COMMANDS and not args.verbose:
             from pipeline.config import load_params
-            from pipeline.console import import_keras_quietly
 
             load_params(args.params)  # a bad params file: its one line before Keras' import
-            import_keras_quietly()
+            _import_keras(args)
         return args.handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
