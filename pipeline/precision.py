@@ -6,13 +6,16 @@ model in float32 and in mixed bfloat16, interleaved, and takes bfloat16 only whe
 least ``SPEEDUP_NEEDED`` times faster: some CPUs have bfloat16 units (AVX512_BF16, AMX) and
 many do not, and oneDNN's speed differs by layer type. Its accuracy is not timed here: on a
 CPU with AVX512_BF16, mixed bfloat16 trained the default CNN 1.77x faster and no less accurate
-(validation, 3 paired seeds; bench/README.md, "This session's machine").
+(validation, 3 paired seeds; bench/README.md, "This session's machine"). A CPU that says it
+has no bfloat16 units (``/proc/cpuinfo``) is not timed: there bfloat16 ran 4-8x slower, and
+timing the CNN's defaults both ways took 24 s (AVX2-only CPU, bench/README.md).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,10 @@ def resolve(requested: str, profile: str, deterministic: bool, build, x, y) -> t
     if devices.gpu_capability() is not None or deterministic:
         # a timing must not decide a deterministic run
         return devices.precision_policy(profile), {}
+    if cpu_bf16_units() is False:
+        log.info("precision auto on this CPU: float32 (the CPU has no bfloat16 units; "
+                 "not timed)")
+        return "float32", {}
     try:
         rates = calibrate(build, x, y)
     except Exception as exc:  # noqa: BLE001 - the search reports a configuration's error itself
@@ -40,6 +47,27 @@ def resolve(requested: str, profile: str, deterministic: bool, build, x, y) -> t
     log.info("precision auto on this CPU: %s (training images/s: %s)", chosen,
              ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
     return chosen, rates
+
+
+# CPU flags of bfloat16 arithmetic: x86 (AVX512_BF16, AMX) and Arm (BF16)
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_bf16_units(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU lists bfloat16 units among its flags (``cpuinfo``: the text of
+    /proc/cpuinfo, read when None); None where it lists no flags (no /proc/cpuinfo: not
+    Linux), and then the timing decides."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86, Arm
+            flags.update(value.lower().split())
+    return bool(flags & BF16_FLAGS) if flags else None
 
 
 def choose(rates: dict[str, float]) -> str:

@@ -1,6 +1,8 @@
 """The recipe's switches from the fast CIFAR-10 recipes: weight averaging, alternating flips, a
 patch-whitening stem, and the precision a training runs in."""
 
+import logging
+
 import keras
 import keras_tuner as kt
 import numpy as np
@@ -161,9 +163,34 @@ def test_precision_named_or_deterministic_is_not_timed():
     assert precision.resolve("auto", "laptop", True, fail, None, None) == ("float32", {})
 
 
-def test_precision_timing_that_fails_leaves_float32_and_the_error_to_the_search(caplog):
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
+X86_BF16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n"
+
+
+def test_the_cpus_bfloat16_units_are_read_from_its_flags():
+    assert precision.cpu_bf16_units(X86_AVX2) is False  # AVX-512 alone is not bfloat16
+    assert precision.cpu_bf16_units(X86_BF16) is True
+    assert precision.cpu_bf16_units(ARM_BF16) is True
+    assert precision.cpu_bf16_units("model name\t: some CPU\n") is None  # says nothing
+
+
+def test_precision_auto_on_a_cpu_without_bfloat16_units_is_float32_untimed(monkeypatch, caplog):
+    def fail():
+        raise AssertionError("nothing may be timed")
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: False)
+    assert precision.resolve("auto", "laptop", False, fail, None, None) == ("float32", {})
+    assert "no bfloat16 units" in caplog.text
+
+
+def test_precision_timing_that_fails_leaves_float32_and_the_error_to_the_search(caplog,
+                                                                              monkeypatch):
     def broken():
         raise ValueError("kernel_size must be positive")
+
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)  # a CPU that says nothing
 
     x, y = images(4)
     assert precision.resolve("auto", "laptop", False, broken, x, y) == ("float32", {})
