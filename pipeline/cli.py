@@ -441,6 +441,17 @@ KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "pub
                   "lessons"}
 
 
+def _needs_keras(args: argparse.Namespace, params) -> bool:
+    """Whether a Keras command has work for Keras with these params. The replicate stage with
+    one seed and the equal_time stage switched off (the defaults) only write their status:
+    a second each, not the 6-10 s of importing Keras and TensorFlow on every `dvc repro`."""
+    if args.command == "replicate":
+        return params.tune.for_family(args.family).final_seeds > 1
+    if args.command == "equal-time":
+        return params.equal_time.run
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
@@ -459,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in KERAS_COMMANDS and not args.verbose:
             from pipeline.config import load_params
 
-            load_params(args.params)  # a bad params file: its one line before Keras' import
-            _import_keras(args)
+            params = load_params(args.params)  # a bad file: its one line before Keras'
+            if _needs_keras(args, params):
+                _import_keras(args)
         return args.handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

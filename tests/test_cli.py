@@ -1,5 +1,6 @@
 """The command line: instant --help without TensorFlow, exit codes, one-line errors."""
 
+import json
 import subprocess
 import sys
 import time
@@ -67,6 +68,31 @@ def test_a_bad_params_file_is_refused_before_tensorflow_loads(tmp_path):
     errors = result.stderr.strip().splitlines()
     assert len(errors) == len(answers), result.stderr
     assert all("tune.max_trials = -1" in line for line in errors), result.stderr
+
+
+def test_stages_with_nothing_to_train_write_their_status_without_tensorflow(tmp_path):
+    """On the defaults (one seed, equal_time off) replicate and equal-time only write their
+    status: every `dvc repro` runs them, so they must not pay TensorFlow's import."""
+    params = write_params(tmp_path / "params.yaml", tune={"final_seeds": 1},
+                          equal_time={"run": False})
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"p = {str(params)!r}\n"
+        "codes = [main(['replicate', '--params', p, '--family', family]) for family in "
+        "('cnn', 'fc')]\n"
+        "codes.append(main(['equal-time', '--params', p]))\n"
+        "print('RC', *codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    answer, = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RC")]
+    assert answer == ["0", "0", "0", "False", "False"], result.stderr
+    for family in ("cnn", "fc"):
+        manifest = json.loads((tmp_path / "models" / family / "seeds" / "seeds.json").read_text())
+        assert manifest["seeds"] == []
+    status = json.loads((tmp_path / "equal_time" / "status.json").read_text())
+    assert status["ran"] is False
 
 
 def test_data_error_exit_2(tmp_path, tiny_cifar10):
