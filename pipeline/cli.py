@@ -444,7 +444,7 @@ KERAS_COMMANDS = {"prepare", "tune", "replicate", "equal-time", "evaluate", "pub
 def _needs_keras(args: argparse.Namespace, params) -> bool:
     """Whether a Keras command has work for Keras with these params. The replicate stage with
     one seed and the equal_time stage switched off (the defaults) only write their status:
-    a second each, not the 6-10 s of importing Keras and TensorFlow on every `dvc repro`."""
+    under a second each, not the 6-10 s of importing Keras and TensorFlow on every `dvc repro`."""
     if args.command == "replicate":
         return params.tune.for_family(args.family).final_seeds > 1
     if args.command == "equal-time":
