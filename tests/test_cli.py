@@ -14,6 +14,12 @@ def run_cli(*args, cwd=REPO):
                           capture_output=True, text=True, timeout=120)
 
 
+def run_python(code: str, cwd, timeout: int = 120) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter: the modules it ends with are the ones it imported."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
 def test_help_does_not_import_tensorflow():
     code = (
         "import sys, time; t = time.perf_counter()\n"
@@ -23,8 +29,7 @@ def test_help_does_not_import_tensorflow():
         " if m in sys.modules]\n"
         "print('HEAVY', heavy, 'SECONDS', time.perf_counter() - t)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, timeout=60)
+    result = run_python(code, REPO, timeout=60)
     assert "prepare" in result.stdout
     assert "HEAVY [] SECONDS" in result.stdout, result.stdout + result.stderr
 
@@ -60,8 +65,7 @@ def test_a_bad_params_file_is_refused_before_tensorflow_loads(tmp_path):
         f"    rc = main([command, '--params', {str(params)!r}, *extra])\n"
         "    print('RC', command, rc, 'tensorflow' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = run_python(code, tmp_path)
     answers = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RC")]
     assert [command for command, *_ in answers] == sorted(cli.KERAS_COMMANDS), result.stderr
     assert all(rc == "2" and loaded == "False" for _, rc, loaded in answers), answers
@@ -84,8 +88,7 @@ def test_stages_with_nothing_to_train_write_their_status_without_tensorflow(tmp_
         "codes.append(main(['equal-time', '--params', p]))\n"
         "print('RC', *codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = run_python(code, tmp_path)
     answer, = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("RC")]
     assert answer == ["0", "0", "0", "False", "False"], result.stderr
     for family in ("cnn", "fc"):
