@@ -446,7 +446,10 @@ def _needs_keras(args: argparse.Namespace, params) -> bool:
     one seed and the equal_time stage switched off (the defaults) only write their status:
     under a second each, not the 6-10 s of importing Keras and TensorFlow on every `dvc repro`."""
     if args.command == "replicate":
-        return params.tune.for_family(args.family).final_seeds > 1
+        from pipeline.seeds import replicate_seeds  # the stage's own count of its trainings
+
+        t = params.tune.for_family(args.family)
+        return bool(replicate_seeds(t.seed, t.final_seeds))
     if args.command == "equal-time":
         return params.equal_time.run
     return True
