@@ -8,7 +8,6 @@ Exit codes: 0 success, 2 bad input or configuration, 1 unexpected failure, 130 i
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -430,18 +429,11 @@ def _version() -> str:
 
 
 def _import_keras(args: argparse.Namespace) -> None:
-    """Keras with its native start-up chatter captured (shown as it comes with --verbose), then
-    every object alive so far moved out of the garbage collector's reach (``gc.freeze``): the
-    half a million objects of TensorFlow's import never become garbage, yet every full
-    collection walked them, and Keras' ``clear_session`` (before each trial and each lesson's
-    model) runs one."""
-    if args.verbose:
-        import keras  # noqa: F401
-    else:
+    """Keras with its native start-up chatter captured (shown as it comes with --verbose)."""
+    if not args.verbose:
         from pipeline.console import import_keras_quietly
 
         import_keras_quietly()
-    gc.freeze()
 
 
 # commands that train or load models: Keras is imported once their params file has loaded

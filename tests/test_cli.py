@@ -98,25 +98,6 @@ def test_stages_with_nothing_to_train_write_their_status_without_tensorflow(tmp_
     assert status["ran"] is False
 
 
-def test_a_keras_command_leaves_the_imports_out_of_the_garbage_collectors_walks():
-    """Keras' clear_session (before every trial and every lesson's model) runs a full
-    collection; after the CLI's gc.freeze it walks what was made since the import, not the
-    half a million objects TensorFlow's import left (bench/README.md: 0.9 s a call)."""
-    code = (
-        "import gc, io, contextlib\n"
-        "from pipeline.cli import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    rc = main(['show-space', 'search_spaces/cnn.yaml'])\n"
-        "print('GC', rc, gc.get_freeze_count(), len(gc.get_objects()))\n"
-    )
-    result = run_python(code, REPO)
-    (rc, frozen, walked), = [tuple(map(int, line.split()[1:]))
-                             for line in result.stdout.splitlines() if line.startswith("GC")]
-    assert rc == 0, result.stderr
-    assert frozen > 100_000, frozen  # Keras and TensorFlow's objects
-    assert walked < frozen / 5, (walked, frozen)
-
-
 def test_data_error_exit_2(tmp_path, tiny_cifar10):
     params = write_params(tmp_path / "params.yaml", prepare={"source": str(tiny_cifar10)})
     result = run_cli("prepare", "--params", str(params), "--out", str(tmp_path / "out"))
