@@ -11,6 +11,7 @@ import keras_tuner as kt
 from pipeline.config import AugmentationParams
 from pipeline.errors import ConfigError
 from pipeline.families import FAMILIES
+from pipeline.feed import fit_inputs
 from pipeline.models.cnn import BLOCK_STAGES, HEADS
 from pipeline.spaces import SearchSpace, load_space
 from pipeline.training import (
@@ -159,6 +160,9 @@ class FamilyHyperModel(kt.HyperModel):
         # a trial's 40-120 steps leave batch norm's moving averages stale: refreshed before
         # each validation until they hold under 1% of their start (bench/README.md)
         refresh = [BatchNormRefresh(args[0][:REFRESH_IMAGES], stale_below=0.01)] if args else []
+        callbacks = [*averaging_callbacks(cfg), *refresh, *callbacks, self.last_schedule]
+        if len(args) == 2:  # training arrays: one input pipeline for the whole run
+            return model.fit(**fit_inputs(*args, cfg["batch_size"]), epochs=epochs,
+                             callbacks=callbacks, **kwargs)
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
-                         callbacks=[*averaging_callbacks(cfg), *refresh, *callbacks,
-                                    self.last_schedule], **kwargs)
+                         callbacks=callbacks, **kwargs)
