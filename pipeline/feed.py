@@ -2,7 +2,7 @@
 
 Given arrays, Keras' TensorFlow backend builds a tf.data iterator for every epoch and drops the
 previous one at the epoch's start; under a training's load that drop waited on tf.data's thread
-pool for 20-35 s on the 2-core machines, on some epochs and not others (bench/README.md,
+pool for up to 35 s on the 2-core machines, on some epochs and not others (bench/README.md,
 "An epoch's first step waits"). Here the arrays become one repeated pipeline with
 ``steps_per_epoch``, so fit keeps a single iterator: the same batches (each epoch a fresh
 shuffle of every image, the last batch of an epoch partial), without the wait. The other
