@@ -133,6 +133,13 @@ def calibrate(data: dict, overrides: dict, rounds: int = 2, steps: int = 40) -> 
     return {f: round(v, 2) for f, v in best.items()}
 
 
+def resume(out: Path) -> tuple[Path, list[dict]]:
+    """The rows file under ``out`` and the rows it already holds: a cut run goes on from them."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows_file = out / "rows.json"
+    return rows_file, json.loads(rows_file.read_text()) if rows_file.is_file() else []
+
+
 def run_plan(plan: list[tuple[str, dict]], data: dict, out: Path, rows: list[dict]) -> None:
     started = time.monotonic()
     for index, (arm, spec) in enumerate(plan, 1):

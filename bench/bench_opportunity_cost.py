@@ -19,7 +19,6 @@ pipeline/search/selection.py; the validation column is shown beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_equal_care import load, run_plan, summarise  # noqa: E402
+from bench_equal_care import load, resume, run_plan, summarise  # noqa: E402
 
 
 def paired(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -68,9 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_opportunity_cost"))
     args = parser.parse_args(argv)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows_file = args.out / "rows.json"
-    rows = json.loads(rows_file.read_text()) if rows_file.is_file() else []
+    rows_file, rows = resume(args.out)
     done = {(r["arm"], r["seed"]) for r in rows}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     # seed by seed: a run cut short still pairs every seed it finished

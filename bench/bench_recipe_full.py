@@ -16,7 +16,6 @@ of each run is written in bench/README.md before it starts. Resumes from ``rows.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_equal_care import load, run_plan, summarise  # noqa: E402
+from bench_equal_care import load, resume, run_plan, summarise  # noqa: E402
 from bench_recipe import ARMS  # noqa: E402
 
 BASELINE = "default"
@@ -52,9 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_recipe_full"))
     args = parser.parse_args(argv)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    rows_file = args.out / "rows.json"
-    rows = json.loads(rows_file.read_text()) if rows_file.is_file() else []
+    rows_file, rows = resume(args.out)
     done = {(r["arm"], r["seed"]) for r in rows}
     # seed by seed, the default first: a run cut short still pairs every seed it finished
     plan = [(arm, {"family": "cnn", "overrides": {} if arm == BASELINE else ARMS[arm][1],
