@@ -84,8 +84,15 @@ def train(family: str, overrides: dict, seed: int, data: dict, epochs: int,
     x, y = data["train"]
     hypermodel = FamilyHyperModel(family, space, data["meta"], AugmentationParams(),
                                   n_train=len(y), seed=seed, precision=precision)
+    unknown = set(overrides) - set(hypermodel.defaults) - set(space.names())
+    if unknown:
+        raise SystemExit(f"bench: overrides {sorted(unknown)} are neither {family}.yaml entries "
+                         f"nor builder settings")
+    # a searched key takes its value from hp (declaring the space keeps preset values), any
+    # other (alternating flip, whitening) from the builder's defaults: set both
+    hypermodel.defaults = {**hypermodel.defaults, **overrides}
     hp = kt.HyperParameters()
-    hp.values.update(overrides)  # declaring the space keeps preset values
+    hp.values.update(overrides)
     model = hypermodel.build(hp)
     started = time.perf_counter()
     # one line an epoch (Keras' own): a full-data training runs 15-25 minutes on 2 cores
