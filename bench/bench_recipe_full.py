@@ -24,17 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_equal_care import load, resume, run_plan, summarise  # noqa: E402
+from bench_equal_care import load, paired_gains, resume, run_plan, summarise  # noqa: E402
 from bench_recipe import ARMS  # noqa: E402
 
 BASELINE = "default"
-
-
-def gains(rows: list[dict], arm: str) -> dict[int, float]:
-    """Validation gain (flip TTA, points) of ``arm`` over the default, per seed both have."""
-    by = {(r["arm"], r["seed"]): 100 * r["val_flip"] for r in rows}
-    return {s: by[(arm, s)] - by[(BASELINE, s)]
-            for a, s in by if a == arm and (BASELINE, s) in by}
 
 
 def main(argv=None) -> int:
@@ -61,11 +54,11 @@ def main(argv=None) -> int:
     run_plan(plan, load(args.data), rows_file, rows)
     lines = summarise(rows)
     for arm in args.arms:
-        per_seed = gains(rows, arm)
+        per_seed = paired_gains(rows, arm, BASELINE)  # validation, flip TTA, points
         if per_seed:
-            text = ", ".join(f"seed {s} {g:+.2f}" for s, g in sorted(per_seed.items()))
-            lines.append(f"{arm}: validation (flip TTA) gain over {BASELINE}: {text}; mean "
-                         f"{statistics.mean(per_seed.values()):+.2f} points")
+            text = ", ".join(f"{g:+.2f}" for g in per_seed)
+            lines.append(f"{arm}: validation (flip TTA) gain over {BASELINE} per seed {text}; "
+                         f"mean {statistics.mean(per_seed):+.2f} points")
     print("\n".join(lines))
     return 0
 
