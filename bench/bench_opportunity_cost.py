@@ -6,10 +6,11 @@ laptop search so far did): the defaults for ``--final-epochs`` epochs (what the 
 training's 14-minute cap buys on this machine). Arm ``recipe_longer``: the same defaults, no
 search, trained for the search's and the final training's minutes together, converted to
 epochs at the same rate (``--longer-epochs``). Budgets are counted in steps, so a busy machine
-changes the times but not what is trained. Rule, fixed before the runs (bench/README.md,
-"Opportunity cost"): ``recipe_longer`` is ahead when its test accuracy (flip TTA) beats the
+changes the times but not what is trained. Each run's rule is written in bench/README.md
+before it starts: ``recipe_longer`` is ahead when its accuracy with flip TTA beats the
 pipeline's on every seed and the mean paired gain clears the one-sided 95% t margin of
-pipeline/search/selection.py; the validation column is shown beside it.
+pipeline/search/selection.py. The verdict lines give it for validation and for test; the runs
+since 2026-12-04 decide on validation (the first one, on the slow machine, read test).
 
     python bench/bench_opportunity_cost.py --seeds 3 --out <dir>
     python bench/bench_opportunity_cost.py --seeds 2 --final-epochs 12 --longer-epochs 15 \
