@@ -86,7 +86,7 @@ class TuneParams(Section):
     # (search_train_per_class ignored). params-gpu.yaml sizes every budget for one large GPU.
     profile: Literal["laptop", "gpu"] = "laptop"
     # the Keras dtype policy of every training; auto: the profile's rule on a GPU, and on a
-    # CPU a short timing of float32 against mixed_bfloat16 (bfloat16 when 1.15x faster;
+    # CPU a short timing of float32 against mixed_bfloat16 (bfloat16 when 1.05x faster;
     # float32 in deterministic runs). pipeline/precision.py says why
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     # folder of the search space files, <space_dir>/<family>.yaml (tune, replicate, retune)

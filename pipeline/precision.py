@@ -6,7 +6,10 @@ model in float32 and in mixed bfloat16, interleaved, and takes bfloat16 only whe
 least ``SPEEDUP_NEEDED`` times faster: some CPUs have bfloat16 units (AVX512_BF16, AMX) and
 many do not, and oneDNN's speed differs by layer type. Its accuracy is not timed here: on a
 CPU with AVX512_BF16, mixed bfloat16 trained the default CNN 1.77x faster and no less accurate
-(validation, 3 paired seeds; bench/README.md, "This session's machine"). A CPU that says it
+(validation, 3 paired seeds; bench/README.md, "This session's machine"). The bar sits just
+above parity: there the full-data ``fit`` ran 1.21x faster while this timing read 1.10-1.38
+from run to run, and a bar of 1.15 kept float32 in four default runs in a row; choosing
+bfloat16 at near parity costs nothing its accuracy did not already pass. A CPU that says it
 has no bfloat16 units (``/proc/cpuinfo``) is not timed: there bfloat16 ran 4-8x slower, and
 timing the CNN's defaults both ways took 24 s (AVX2-only CPU, bench/README.md).
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("float32", "mixed_bfloat16")
-SPEEDUP_NEEDED = 1.15
+SPEEDUP_NEEDED = 1.05
 
 
 def resolve(requested: str, profile: str, deterministic: bool, build, x, y) -> tuple[str, dict]:
