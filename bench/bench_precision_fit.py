@@ -97,7 +97,12 @@ def main(argv=None) -> int:
 
     from bench_equal_care import load
 
-    data = load(args.data)
+    from pipeline.errors import UserError
+
+    try:
+        data = load(args.data)
+    except UserError as exc:  # one line, not a traceback: the folder or file at fault
+        raise SystemExit(f"bench_precision_fit: {exc}") from None
     rows = {"fit": [], "calibration": []}
     for round_ in range(args.rounds):
         for batch in args.calibration_batches:
