@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -43,6 +42,7 @@ def fit_rate(family: str, data: dict, images: int, epochs: int, policy: str) -> 
     """Training images/s of one ``fit`` in ``policy``: the fastest epoch after the first."""
     import keras
     import keras_tuner as kt
+    from bench_throughput import epoch_timer
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
@@ -51,15 +51,7 @@ def fit_rate(family: str, data: dict, images: int, epochs: int, policy: str) -> 
     hp = kt.HyperParameters()
     model = hypermodel.build(hp)
     times = []
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
-
-    hypermodel.fit(hp, model, x, y, epochs=epochs, verbose=0, callbacks=[EpochTimer()])
+    hypermodel.fit(hp, model, x, y, epochs=epochs, verbose=0, callbacks=[epoch_timer(times)])
     fastest = min(times[1:]) if len(times) > 1 else times[0]
     return {"images_per_s": round(images / fastest, 1),
             "epoch_seconds": [round(t, 2) for t in times]}

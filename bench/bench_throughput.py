@@ -67,6 +67,20 @@ def build(family: str, x, batch_size: int, overrides: dict):
     return compile_model(model, cfg), cfg
 
 
+def epoch_timer(times: list):
+    """A Keras callback that appends each epoch's seconds to ``times``."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.started)
+
+    return EpochTimer()
+
+
 def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict,
             jit: bool | None = None) -> dict:
     import keras
@@ -78,18 +92,10 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict,
     if jit is not None:
         model.jit_compile = jit
     times = []
-
-    class Timer(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.started)
-
     steps = epochs * -(-len(x) // batch_size)
     model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0,
               callbacks=[budget_schedule(cfg, steps, None), keras.callbacks.TerminateOnNaN(),
-                         Timer()])
+                         epoch_timer(times)])
     fit_s = min(times[1:]) if len(times) > 1 else times[0]
     bare_s, bare_images = bare_steps(model, x[:batch_size], y[:batch_size], len(x) // batch_size)
     model.predict(x[:batch_size], batch_size=batch_size, verbose=0)  # tracing
