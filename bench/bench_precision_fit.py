@@ -5,7 +5,8 @@ In one process, interleaved, for the CNN's (or FC's) space defaults:
   pipeline, schedule and callbacks) in float32 and in mixed bfloat16, the fastest epoch after
   the first (which traces), on the first ``--images`` training images, ``--rounds`` rounds;
 - calibration: ``pipeline.precision.calibrate`` (what ``auto`` runs before a search) on one
-  batch of 128 images (the cap ``auto`` uses) and of the training's batch size, 3 timings each.
+  batch of 128 images (the cap ``auto`` uses) and of the training's batch size, before, between
+  and after the rounds (``--rounds`` + 1 timings each).
 The ratios (bfloat16 over float32) say whether the calibration's answer is the fit's.
 
     python bench/bench_precision_fit.py --data data/prepared --images 12800 --epochs 3 --out r.json
@@ -52,7 +53,7 @@ def fit_rate(family: str, data: dict, images: int, epochs: int, policy: str) -> 
     model = hypermodel.build(hp)
     times = []
     hypermodel.fit(hp, model, x, y, epochs=epochs, verbose=0, callbacks=[epoch_timer(times)])
-    fastest = min(times[1:]) if len(times) > 1 else times[0]
+    fastest = min(times[1:])  # main() asks for 2 epochs at least
     return {"images_per_s": round(images / fastest, 1),
             "epoch_seconds": [round(t, 2) for t in times]}
 
@@ -96,17 +97,16 @@ def main(argv=None) -> int:
     except UserError as exc:  # one line, not a traceback: the folder or file at fault
         raise SystemExit(f"bench_precision_fit: {exc}") from None
     rows = {"fit": [], "calibration": []}
-    for round_ in range(args.rounds):
+    for round_ in range(args.rounds + 1):  # calibrations around every round of fits
         for batch in args.calibration_batches:
             rows["calibration"].append(calibration_ratio(args.family, data, batch))
             print(json.dumps(rows["calibration"][-1]), flush=True)
+        if round_ == args.rounds:
+            break
         rates = {p: fit_rate(args.family, data, args.images, args.epochs, p) for p in POLICIES}
         ratio = rates["mixed_bfloat16"]["images_per_s"] / rates["float32"]["images_per_s"]
         rows["fit"].append({"round": round_, **rates, "ratio": round(ratio, 3)})
         print(json.dumps(rows["fit"][-1]), flush=True)
-    for batch in args.calibration_batches:  # the third timing of each batch size
-        rows["calibration"].append(calibration_ratio(args.family, data, batch))
-        print(json.dumps(rows["calibration"][-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
     print("fit ratios:", [r["ratio"] for r in rows["fit"]])
