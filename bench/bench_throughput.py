@@ -9,7 +9,9 @@ augmentation inside the model, the recipe's optimizer) and measures
 - bare: ``train_on_batch`` on one batch already on the device, no input pipeline, no
   callbacks: what the device does when nothing feeds it;
 - feed ratio: fit / bare. Near 1: the input pipeline keeps up; well under 1: it starves the
-  device.
+  device;
+- training GFLOP/s (3x the analytic forward cost a training image) against a 2048x2048 matmul
+  in the policy's compute dtype, timed first: how close the training runs to the device's peak.
 Backend-agnostic, so it runs on TensorFlow or JAX, on CPU or GPU.
 
     python bench/bench_throughput.py --families cnn fc --batch-sizes 64 128 256 512
@@ -115,6 +117,21 @@ def measure(family: str, x, y, batch_size: int, epochs: int, overrides: dict,
             "epoch_seconds": [round(t, 2) for t in times]}
 
 
+def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
+    """The device's rate on one dense ``n`` x ``n`` matmul in ``dtype`` (the best of
+    ``repeats``, after a warm-up): the peak a training's GFLOP/s are read against."""
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a, b = (ops.convert_to_tensor(rng.standard_normal((n, n)), dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        ops.convert_to_numpy(ops.matmul(a, b)[0, 0])  # one element back: the product is done
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best / 1e9
+
+
 def bare_steps(model, x_batch, y_batch, steps: int) -> tuple[float, int]:
     """Seconds for ``steps`` training steps on one device-resident batch (after two warm-up
     steps), and the images they saw."""
@@ -167,6 +184,10 @@ def main(argv=None) -> int:
     device = "gpu" if any("gpu" in str(d).lower() for d in _devices()) else "cpu"
     print(f"backend {keras.backend.backend()}, {device}, {len(x)} images, precision {policy}, "
           f"{overrides or 'family defaults'}, jit {args.jit}", flush=True)
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    peak = round(matmul_gflops(compute_dtype), 1)
+    print(f"2048x2048 matmul in {compute_dtype}: {peak:,.0f} GFLOP/s (the training's peak)",
+          flush=True)
     print("| family | batch | parameters | fit images/s | bare step images/s | feed ratio "
           "| predict images/s | training GFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -182,7 +203,9 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(json.dumps({"backend": keras.backend.backend(), "device": device,
                                         "precision": policy, "overrides": overrides,
-                                        "images": len(x), "results": results}, indent=1))
+                                        "images": len(x), "matmul_dtype": compute_dtype,
+                                        "matmul_gflop_per_s": peak, "results": results},
+                                       indent=1))
     return 0
 
 
