@@ -48,10 +48,13 @@ def load(data_dir: Path) -> dict:
     import numpy as np
 
     from pipeline.data import store
+    from pipeline.models.whitening import patch_covariance
 
     meta = store.load_meta(data_dir)
     splits = {name: tuple(np.asarray(a) for a in store.load_split(data_dir, name))
               for name in ("train", "val", "test")}
+    # as the tune stage does: a whitening stem is computed from the training images' patches
+    meta["patch_covariance"] = patch_covariance(splits["train"][0], meta)
     return {"meta": meta, **splits}
 
 
