@@ -45,14 +45,19 @@ CNN_AUGMENTATION = ("aug_flip", "aug_crop", "aug_erasing")
 
 
 def load(data_dir: Path) -> dict:
+    """The prepared splits; a missing or bad folder stops the benchmark with one line."""
     import numpy as np
 
     from pipeline.data import store
+    from pipeline.errors import UserError
     from pipeline.models.whitening import patch_covariance
 
-    meta = store.load_meta(data_dir)
-    splits = {name: tuple(np.asarray(a) for a in store.load_split(data_dir, name))
-              for name in ("train", "val", "test")}
+    try:
+        meta = store.load_meta(data_dir)
+        splits = {name: tuple(np.asarray(a) for a in store.load_split(data_dir, name))
+                  for name in ("train", "val", "test")}
+    except UserError as exc:  # the folder or file at fault, not a traceback
+        raise SystemExit(f"bench: {exc}") from None
     # as the tune stage does: a whitening stem is computed from the training images' patches
     meta["patch_covariance"] = patch_covariance(splits["train"][0], meta)
     return {"meta": meta, **splits}

@@ -68,6 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_opportunity_cost"))
     args = parser.parse_args(argv)
 
+    data = load(args.data)  # first: a bad folder stops it before anything is written
     rows_file, rows = resume(args.out)
     done = {(r["arm"], r["seed"]) for r in rows}
     seeds = range(args.first_seed, args.first_seed + args.seeds)
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
             for arm, epochs in (("recipe_longer", args.longer_epochs),
                                 ("pipeline", args.final_epochs))
             if (arm, s) not in done]
-    run_plan(plan, load(args.data), rows_file, rows)
+    run_plan(plan, data, rows_file, rows)
     print("\n".join(summarise(rows) + verdict(rows)))
     return 0
 

@@ -90,12 +90,7 @@ def main(argv=None) -> int:
 
     from bench_equal_care import load
 
-    from pipeline.errors import UserError
-
-    try:
-        data = load(args.data)
-    except UserError as exc:  # one line, not a traceback: the folder or file at fault
-        raise SystemExit(f"bench_precision_fit: {exc}") from None
+    data = load(args.data)  # a missing or bad folder: one line
     rows = {"fit": [], "calibration": []}
     for round_ in range(args.rounds + 1):  # calibrations around every round of fits
         for batch in args.calibration_batches:

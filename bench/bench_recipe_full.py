@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_recipe_full"))
     args = parser.parse_args(argv)
 
+    data = load(args.data)  # first: a bad folder stops it before anything is written
     rows_file, rows = resume(args.out)
     done = {(r["arm"], r["seed"]) for r in rows}
     # seed by seed, the default first: a run cut short still pairs every seed it finished
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
                    "seed": s, "epochs": args.epochs, "precision": args.precision})
             for s in range(args.first_seed, args.first_seed + args.seeds)
             for arm in (BASELINE, *args.arms) if (arm, s) not in done]
-    run_plan(plan, load(args.data), rows_file, rows)
+    run_plan(plan, data, rows_file, rows)
     lines = summarise(rows)
     for arm in args.arms:
         per_seed = paired_gains(rows, arm, BASELINE)  # validation, flip TTA, points
