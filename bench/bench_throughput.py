@@ -1,11 +1,13 @@
-"""Benchmark: training images/s of the pipeline's loop against a bare training step, and
+"""Benchmark: training images/s of Keras' loop against a bare training step, and
 inference images/s, for the default CNN and FC at several batch sizes.
 
 Each configuration builds its family's default model (as the search's first trial does:
 augmentation inside the model, the recipe's optimizer) and measures
 - fit: ``model.fit`` from host arrays with the callbacks every training uses (the budget
   schedule, which sets the learning rate between batches, and the NaN guard), the fastest
-  epoch after the first (the first includes tracing and compilation);
+  epoch after the first (the first includes tracing and compilation). The pipeline itself
+  feeds one tf.data pipeline (``pipeline/feed.py``), not arrays: its own ``fit`` is timed by
+  ``bench_precision_fit.py``;
 - bare: ``train_on_batch`` on one batch already on the device, no input pipeline, no
   callbacks: what the device does when nothing feeds it;
 - feed ratio: fit / bare. Near 1: the input pipeline keeps up; well under 1: it starves the
