@@ -9,7 +9,8 @@ pick) and retrains under the final budget rule on the whole training split:
    (validation and test accuracy);
 3. with ``--per-rung``: every distinct completed configuration, one training each, and the
    Spearman correlation (with its p-value) rung by rung, since Hyperband scores its rungs
-   after different numbers of epochs and never compares them with each other.
+   after different numbers of epochs and never compares them with each other; ``--rung N``
+   trains only the configurations scored at rung N (N epochs), the rung the pick comes from.
 
 Every run gets the same budget: ``--epochs`` epochs or ``--minutes`` of training, whichever
 ends first (default: the tune section's rule for the family). Runs one after the other in this
@@ -18,6 +19,10 @@ process; nothing else should run beside it, the budgets being wall clock.
     python bench/bench_search_gain.py --family fc --seeds 3 --top 5
     python bench/bench_search_gain.py --family cnn --seeds 2 --top 0 --minutes 4
     python bench/bench_search_gain.py --family fc --seeds 0 --top 0 --per-rung
+    python bench/bench_search_gain.py --family cnn --seeds 0 --top 0 --per-rung --rung 3 \
+        --precision mixed_bfloat16 --out rank.json
+
+``--out`` is rewritten after every training, so a run cut short keeps what it finished.
 """
 
 from __future__ import annotations
@@ -75,11 +80,13 @@ def spearman_with_p(a: list[float], b: list[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def per_rung_fidelity(trials, values_of, train) -> dict:
-    """Every distinct completed configuration trained once by ``train(values)``; per rung
-    (``hp.tuner/epochs``), the Spearman correlation of the search's scores at that rung with
-    the full training's validation and test accuracy. Validation is the split the search
-    chooses on; test is shown, and chooses nothing."""
+def per_rung_fidelity(trials, values_of, train, only_rung: int | None = None,
+                      progress=None) -> dict:
+    """Every distinct completed configuration (with ``only_rung``: those scored at that rung)
+    trained once by ``train(values)``; per rung (``hp.tuner/epochs``), the Spearman
+    correlation of the search's scores at that rung with the full training's validation and
+    test accuracy. Validation is the split the search chooses on; test is shown, and chooses
+    nothing. ``progress(result)`` sees the result so far after every training."""
     import pandas as pd
 
     done = trials[(trials["status"] == "COMPLETED") & trials["score"].notna()]
@@ -87,19 +94,34 @@ def per_rung_fidelity(trials, values_of, train) -> dict:
     scores: dict[int, dict[str, float]] = {}
     configs: dict[str, dict] = {}
     for _, row in done.sort_values("trial_id").iterrows():
+        rung = int(row[rung_column]) if rung_column in row and not pd.isna(row[rung_column]) \
+            else 0
+        if only_rung is not None and rung != only_rung:
+            continue
         values = values_of(row)
         key = json.dumps(values, sort_keys=True)
         configs.setdefault(key, {"values": values, "first_trial": row["trial_id"]})
-        rung = int(row[rung_column]) if rung_column in row and not pd.isna(row[rung_column]) \
-            else 0
         scores.setdefault(rung, {})[key] = float(row["score"])
+    if not configs:
+        raise SystemExit(f"bench: no completed configuration at rung {only_rung}")
+    started = time.monotonic()
     for n, config in enumerate(configs.values(), 1):
         config["full"] = train(config["values"])
+        elapsed = time.monotonic() - started
         print(f"  [{n}/{len(configs)}] trial {config['first_trial']}: val "
               f"{config['full']['val_accuracy']:.4f}, test {config['full']['test_accuracy']:.4f}"
-              f" ({config['full']['seconds']:.0f} s)", flush=True)
+              f" ({config['full']['seconds']:.0f} s; about "
+              f"{elapsed / n * (len(configs) - n) / 60:.0f} min to go)", flush=True)
+        if progress:
+            progress(_fidelity_table(scores, configs))
+    return _fidelity_table(scores, configs, announce=True)
+
+
+def _fidelity_table(scores: dict, configs: dict, announce: bool = False) -> dict:
+    """The rank correlations over the configurations trained so far."""
     rungs = {}
     for rung, by_key in sorted(scores.items()):
+        by_key = {k: v for k, v in by_key.items() if "full" in configs[k]}
         keys = sorted(by_key, key=lambda k: -by_key[k])
         rows = [{"trial": configs[k]["first_trial"], "search_score": by_key[k],
                  "val_accuracy": configs[k]["full"]["val_accuracy"],
@@ -110,6 +132,7 @@ def per_rung_fidelity(trials, values_of, train) -> dict:
             for split in ("val", "test"):
                 rho, p = spearman_with_p(search, [r[f"{split}_accuracy"] for r in rows])
                 entry[f"spearman_{split}"], entry[f"p_{split}"] = rho, p
+        if len(rows) >= 3 and announce:
             print(f"  rung {rung} epochs: Spearman vs full training, val "
                   f"{entry['spearman_val']:+.2f} (p {entry['p_val']:.3f}), test "
                   f"{entry['spearman_test']:+.2f} (p {entry['p_test']:.3f}), "
@@ -117,7 +140,7 @@ def per_rung_fidelity(trials, values_of, train) -> dict:
         rungs[str(rung)] = entry
     return {"rungs": rungs, "configurations": [
         {"first_trial": c["first_trial"], "values": c["values"], **c["full"]}
-        for c in configs.values()]}
+        for c in configs.values() if "full" in c]}
 
 
 def main() -> int:
@@ -141,11 +164,17 @@ def main() -> int:
                         "correlation (0: skip)")
     parser.add_argument("--per-rung", action="store_true", help="every distinct completed "
                         "configuration, the rank correlation rung by rung, with p-values")
+    parser.add_argument("--rung", type=int, help="with --per-rung: only the configurations "
+                        "scored at this rung (epochs), e.g. the top one")
+    parser.add_argument("--precision", default="float32", help="Keras dtype policy of every "
+                        "training (what tune.precision picked for the search read)")
     parser.add_argument("--epochs", type=int, help="default: tune.final_epochs")
     parser.add_argument("--minutes", type=float, help="default: tune.final_budget_minutes")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
 
+    if args.rung is not None and not args.per_rung:
+        parser.error("--rung needs --per-rung")
     params = load_params(args.params)
     t = params.tune.for_family(args.family)
     epochs = args.epochs or t.final_epochs
@@ -162,7 +191,7 @@ def main() -> int:
     space = load_space(space_file, family=args.family,
                        known=known_hyperparameters(args.family))
     hypermodel = FamilyHyperModel(args.family, space, meta, params.augmentation,
-                                  n_train=len(data["y_train"]))
+                                  n_train=len(data["y_train"]), precision=args.precision)
     hp_columns = [c for c in trials.columns if c.startswith("hp.") and "tuner/" not in c]
 
     def values_of(row) -> dict:
@@ -174,6 +203,7 @@ def main() -> int:
     print(f"{args.family}: budget {epochs} epochs or {seconds / 60:g} min; search pick = trial "
           f"{best['trial_id']}{' (the default configuration)' if same else ''}", flush=True)
     report = {"family": args.family, "epochs": epochs, "minutes": seconds / 60,
+              "precision": args.precision,
               "pick_trial": best["trial_id"], "pick_is_default": same, "pairs": []}
     for seed in range(args.seeds):
         pair = {"default": train_and_score(hypermodel, default, seed, data, epochs, seconds)}
@@ -221,12 +251,24 @@ def main() -> int:
         print(f"  Spearman, search score vs full training: val {report['spearman_val']:+.2f}, "
               f"test {report['spearman_test']:+.2f} ({len(ranked)} configurations)")
     if args.per_rung:
+        def save_so_far(fidelity: dict) -> None:
+            write(args.out, {**report, "per_rung": fidelity, "finished": False})
+
         report["per_rung"] = per_rung_fidelity(
             trials, values_of,
-            lambda values: train_and_score(hypermodel, values, 0, data, epochs, seconds))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
+            lambda values: train_and_score(hypermodel, values, 0, data, epochs, seconds),
+            only_rung=args.rung, progress=save_so_far)
+    write(args.out, report)
     return 0
+
+
+def write(path: Path | None, report: dict) -> None:
+    """The report as JSON, replaced whole (never half-written)."""
+    if path is None:
+        return
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
+    partial.replace(path)
 
 
 def _plain(value):
