@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "results",
                         help="a finished tune stage's results folder")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, "
+                        "first-seed + 1, ... (more pairs for an earlier run's)")
     parser.add_argument("--top", type=int, default=5, help="configurations for the rank "
                         "correlation (0: skip)")
     parser.add_argument("--per-rung", action="store_true", help="every distinct completed "
@@ -205,7 +207,7 @@ def main() -> int:
     report = {"family": args.family, "epochs": epochs, "minutes": seconds / 60,
               "precision": args.precision,
               "pick_trial": best["trial_id"], "pick_is_default": same, "pairs": []}
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         pair = {"default": train_and_score(hypermodel, default, seed, data, epochs, seconds)}
         pair["pick"] = pair["default"] if same else train_and_score(hypermodel, pick, seed,
                                                                     data, epochs, seconds)
