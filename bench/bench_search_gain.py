@@ -260,7 +260,7 @@ def main() -> int:
             trials, values_of,
             lambda values: train_and_score(hypermodel, values, 0, data, epochs, seconds),
             only_rung=args.rung, progress=save_so_far)
-    write(args.out, report)
+    write(args.out, {**report, "finished": True})
     return 0
 
 
