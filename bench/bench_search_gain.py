@@ -144,11 +144,10 @@ def _fidelity_table(scores: dict, configs: dict, announce: bool = False) -> dict
 
 
 def main() -> int:
-    import numpy as np
     import pandas as pd
+    from bench_equal_care import load
 
     from pipeline.config import load_params
-    from pipeline.data import store
     from pipeline.families import FAMILIES, FAMILY_NAMES
     from pipeline.search.hypermodel import FamilyHyperModel, known_hyperparameters
     from pipeline.spaces import load_space
@@ -182,13 +181,16 @@ def main() -> int:
     epochs = args.epochs or t.final_epochs
     seconds = 60 * (args.minutes or t.final_budget_minutes)
     folder = args.results / args.family
+    for name in ("best_hparams.json", "trials.csv"):  # one line, not a traceback
+        if not (folder / name).is_file():
+            raise SystemExit(f"bench: {folder / name}: not found; --results should be a "
+                             "finished tune stage's results folder")
     best = json.loads((folder / "best_hparams.json").read_text())
     trials = pd.read_csv(folder / "trials.csv")
-    meta = store.load_meta(args.data)
-    data = {}
-    for split in ("train", "val", "test"):
-        x, y = store.load_split(args.data, split)
-        data[f"x_{split}"], data[f"y_{split}"] = np.asarray(x), np.asarray(y)
+    loaded = load(args.data)  # a missing or bad folder: one line
+    meta = loaded["meta"]
+    data = {f"{xy}_{split}": array for split in ("train", "val", "test")
+            for xy, array in zip(("x", "y"), loaded[split], strict=True)}
     space_file = FAMILIES[args.family].space_file(ROOT / "search_spaces")
     space = load_space(space_file, family=args.family,
                        known=known_hyperparameters(args.family))
