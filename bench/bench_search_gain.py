@@ -268,11 +268,10 @@ def main() -> int:
 
 def write(path: Path | None, report: dict) -> None:
     """The report as JSON, replaced whole (never half-written)."""
-    if path is None:
-        return
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=1, default=_plain) + "\n")
-    partial.replace(path)
+    from pipeline.data.store import atomic_write_bytes
+
+    if path is not None:
+        atomic_write_bytes(path, (json.dumps(report, indent=1, default=_plain) + "\n").encode())
 
 
 def _plain(value):
