@@ -117,6 +117,15 @@ def per_rung_fidelity(trials, values_of, train, only_rung: int | None = None,
     return _fidelity_table(scores, configs, announce=True)
 
 
+def _mean_sd(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _show(stats: dict, sign: bool = False) -> str:
+    return f"{stats['mean']:{'+' if sign else ''}.4f} ± {stats['std']:.4f}"
+
+
 def _fidelity_table(scores: dict, configs: dict, announce: bool = False) -> dict:
     """The rank correlations over the configurations trained so far."""
     rungs = {}
@@ -217,18 +226,17 @@ def main() -> int:
         print(f"  seed {seed}: default {pair['default']['test_accuracy']:.4f}, pick "
               f"{pair['pick']['test_accuracy']:.4f}", flush=True)
     if report["pairs"]:  # --seeds 0: rank correlation only
-        for name in ("default", "pick"):
-            accs = [p[name]["test_accuracy"] for p in report["pairs"]]
-            report[name] = {"mean": statistics.mean(accs),
-                            "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
-        diffs = [p["pick"]["test_accuracy"] - p["default"]["test_accuracy"]
-                 for p in report["pairs"]]
-        report["difference"] = {"mean": statistics.mean(diffs),
-                                "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0}
-        print(f"  test accuracy: default {report['default']['mean']:.4f} ± "
-              f"{report['default']['std']:.4f}, pick {report['pick']['mean']:.4f} ± "
-              f"{report['pick']['std']:.4f}; pick - default {report['difference']['mean']:+.4f} ± "
-              f"{report['difference']['std']:.4f} over {args.seeds} seeds", flush=True)
+        for split in ("val", "test"):  # validation decides; test is shown beside it
+            key = f"{split}_accuracy"
+            for name in ("default", "pick"):
+                accs = [p[name][key] for p in report["pairs"]]
+                report.setdefault(name, {})[split] = _mean_sd(accs)
+            report.setdefault("difference", {})[split] = _mean_sd(
+                [p["pick"][key] - p["default"][key] for p in report["pairs"]])
+            print(f"  {split} accuracy: default {_show(report['default'][split])}, pick "
+                  f"{_show(report['pick'][split])}; pick - default "
+                  f"{_show(report['difference'][split], sign=True)} over {args.seeds} seeds",
+                  flush=True)
 
     if args.top >= 2:
         done = trials[trials["status"] == "COMPLETED"].sort_values("score", ascending=False)
