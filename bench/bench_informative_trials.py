@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
                workdir: Path, budget_minutes: float = 600.0,
-               first_values: list[dict] | None = None) -> dict:
-    """One search (the tune stage's search step, MLflow off, float32); its trials' rungs and
-    scores. ``first_values``: the prior (default: the space's defaults)."""
+               first_values: list[dict] | None = None, precision: str = "float32") -> dict:
+    """One search (the tune stage's search step, MLflow off, float32 unless ``precision``
+    names another Keras dtype policy); its trials' rungs and scores. ``first_values``: the
+    prior (default: the space's defaults)."""
     from pipeline import tune
     from pipeline.distributed import Role
     from pipeline.tracking.search_runs import SearchRuns
@@ -39,7 +40,7 @@ def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
     t = params.tune.for_family(family).model_copy(
         update={"sampling": sampling, "max_trials": trials, "budget_minutes": budget_minutes})
     data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
-    tune.configure_devices(t, family, data, params.augmentation, policy="float32")
+    tune.configure_devices(t, family, data, params.augmentation, policy=precision)
     runs = SearchRuns.open(params.tracking.model_copy(update={"uri": "off"}))
     started = time.monotonic()
     hypermodel, tuner = tune.build_search(t, family, data, params.augmentation, workdir,

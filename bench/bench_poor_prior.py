@@ -6,7 +6,8 @@ with the good recipe (the space's defaults) trained like a trial at that same ru
 
 Rule (bench/README.md, "Robust to a poor prior", written before the runs): the search is
 robust on a seed when its pick scores at least 90% of the good recipe's score at the same rung.
-Float32 and MLflow off, as the other search benchmarks; search seeds from ``--seeds``.
+Float32 (``--precision`` for another policy) and MLflow off, as the other search benchmarks;
+search seeds from ``--seeds``.
 
     python bench/bench_poor_prior.py --family cnn --seeds 1 2 --out poor_cnn.json
 """
@@ -45,11 +46,13 @@ def pick_of(rows: list[dict]) -> dict | None:
     return max((r for r in done if r["epochs"] == top), key=lambda r: r["score"])
 
 
-def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path) -> dict:
+def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path,
+             precision: str = "float32") -> dict:
     t = params.tune.for_family(family)
     seeded = with_seed(params, seed)
     result = run_search(seeded, family, data_dir, "prior", t.max_trials, workdir,
-                        budget_minutes=t.budget_minutes, first_values=[POOR_PRIOR[family]])
+                        budget_minutes=t.budget_minutes, first_values=[POOR_PRIOR[family]],
+                        precision=precision)
     pick = pick_of(result["rows"])
     if pick is None:
         return {"seed": seed, "robust": False, "why": "no trial completed",
@@ -57,7 +60,7 @@ def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path) -> d
     # the good recipe (the space's defaults) trained as this search's first trial would be
     good = default_at({**result, "rows": [{**result["rows"][0], "score": None}]}, pick["epochs"])
     poor_first = result["rows"][0]
-    return {"seed": seed, "budget_minutes": t.budget_minutes,
+    return {"seed": seed, "precision": precision, "budget_minutes": t.budget_minutes,
             "search_minutes": result["minutes"], "trials": len(result["rows"]),
             "draws": result["draws"], "rung_epochs": pick["epochs"],
             "poor_prior_score": poor_first["score"], "poor_prior_epochs": poor_first["epochs"],
@@ -75,13 +78,17 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--precision", default="float32", help="Keras dtype policy of the "
+                        "searches and the good recipe's training (the default run's, e.g. "
+                        "mixed_bfloat16, fits more trials in the budget where it is faster)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     params = load_params(args.params)
     results = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as workdir:
-            result = one_seed(params, args.family, args.data, seed, Path(workdir))
+            result = one_seed(params, args.family, args.data, seed, Path(workdir),
+                              args.precision)
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}, default=str),
               flush=True)

@@ -69,6 +69,7 @@ def train_and_score(hypermodel, values: dict, seed: int, data: dict, epochs: int
             "test_accuracy": test["test_accuracy"],
             "test_single_view": test["test_accuracy_single_view"],
             "steps": schedule["steps"], "ended_by": schedule["ended_by"],
+            "trained_seconds": schedule["trained_seconds"],  # the clock's share: training only
             "seconds": round(time.monotonic() - started, 1),
             "params": int(np.sum([np.prod(w.shape) for w in model.trainable_weights]))}
 
@@ -223,8 +224,11 @@ def main() -> int:
         pair["pick"] = pair["default"] if same else train_and_score(hypermodel, pick, seed,
                                                                     data, epochs, seconds)
         report["pairs"].append(pair)
-        print(f"  seed {seed}: default {pair['default']['test_accuracy']:.4f}, pick "
-              f"{pair['pick']['test_accuracy']:.4f}", flush=True)
+        print(f"  seed {seed}: val default {pair['default']['val_accuracy']:.4f}, pick "
+              f"{pair['pick']['val_accuracy']:.4f}; test default "
+              f"{pair['default']['test_accuracy']:.4f}, pick {pair['pick']['test_accuracy']:.4f}",
+              flush=True)
+        write(args.out, {**report, "finished": False})  # a run cut short keeps its pairs
     if report["pairs"]:  # --seeds 0: rank correlation only
         for split in ("val", "test"):  # validation decides; test is shown beside it
             key = f"{split}_accuracy"
