@@ -35,11 +35,15 @@ def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
     prior (default: the space's defaults)."""
     from pipeline import tune
     from pipeline.distributed import Role
+    from pipeline.errors import UserError
     from pipeline.tracking.search_runs import SearchRuns
 
     t = params.tune.for_family(family).model_copy(
         update={"sampling": sampling, "max_trials": trials, "budget_minutes": budget_minutes})
-    data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
+    try:
+        data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
+    except UserError as exc:  # one line, not a traceback
+        raise SystemExit(f"bench: {exc}") from None
     tune.configure_devices(t, family, data, params.augmentation, policy=precision)
     runs = SearchRuns.open(params.tracking.model_copy(update={"uri": "off"}))
     started = time.monotonic()
@@ -101,6 +105,8 @@ def summarise(result: dict) -> dict:
 
 def main() -> None:
     from pipeline.config import load_params
+    from pipeline.data.store import atomic_write_bytes
+    from pipeline.errors import UserError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=["cnn", "fc"], default="cnn")
@@ -112,7 +118,10 @@ def main() -> None:
                         help="the search's seed (default: tune.seed in the params file)")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except UserError as exc:  # one line, not a traceback
+        raise SystemExit(f"bench: {exc}") from None
     if args.seed is not None:
         params = with_seed(params, args.seed)
     summaries = []
@@ -128,7 +137,8 @@ def main() -> None:
                       f"score {row['score'] if row['score'] is None else round(row['score'], 4)}"
                       f" default at rung {row.get('default_at_rung', '-')}", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(summaries, indent=1, default=str) + "\n")
+        atomic_write_bytes(Path(args.out),
+                           (json.dumps(summaries, indent=1, default=str) + "\n").encode())
 
 
 if __name__ == "__main__":

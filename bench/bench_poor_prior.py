@@ -72,18 +72,25 @@ def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path,
 
 def main(argv=None) -> int:
     from pipeline.config import load_params
+    from pipeline.data.store import atomic_write_bytes
+    from pipeline.errors import UserError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(POOR_PRIOR), default="cnn")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "prepared")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--precision", default="float32", help="Keras dtype policy of the "
-                        "searches and the good recipe's training (the default run's, e.g. "
-                        "mixed_bfloat16, fits more trials in the budget where it is faster)")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                        help="Keras dtype policy of the searches and the good recipe's training "
+                        "(the default run's, e.g. mixed_bfloat16, fits more trials in the "
+                        "budget where it is faster)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    try:
+        params = load_params(args.params)
+    except UserError as exc:  # one line, not a traceback
+        raise SystemExit(f"bench: {exc}") from None
     results = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as workdir:
@@ -97,7 +104,8 @@ def main(argv=None) -> int:
             print(f"  {row['trial_id']} {row['status']:<9} epochs {row['epochs']} "
                   f"score {score}", flush=True)
         if args.out:
-            args.out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+            atomic_write_bytes(args.out, (json.dumps(results, indent=1, default=str)
+                                          + "\n").encode())  # each seed as it ends, whole
     robust = sum(r["robust"] for r in results)
     print(f"{args.family}: robust on {robust} of {len(results)} seeds "
           f"(pick >= {SHARE:.0%} of the good recipe at the same rung)")

@@ -177,8 +177,10 @@ def main() -> int:
                         "configuration, the rank correlation rung by rung, with p-values")
     parser.add_argument("--rung", type=int, help="with --per-rung: only the configurations "
                         "scored at this rung (epochs), e.g. the top one")
-    parser.add_argument("--precision", default="float32", help="Keras dtype policy of every "
-                        "training (what tune.precision picked for the search read)")
+    parser.add_argument("--precision", default="float32",
+                        choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                        help="Keras dtype policy of every training (what tune.precision "
+                        "picked for the search read)")
     parser.add_argument("--epochs", type=int, help="default: tune.final_epochs")
     parser.add_argument("--minutes", type=float, help="default: tune.final_budget_minutes")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
