@@ -2,8 +2,9 @@
 pick) and retrains under the final budget rule on the whole training split:
 
 1. the search's pick against the space's default configuration (its first trial), each with
-   ``--seeds`` seeds: test accuracy (flip test-time augmentation, as the evaluate stage) mean
-   and spread, and the paired difference per seed;
+   ``--seeds`` paired seeds: validation accuracy (one view, as the search scores; what a
+   verdict reads) and test accuracy (flip test-time augmentation, as the evaluate stage;
+   shown), each arm's mean and spread and the paired difference's;
 2. the ``--top`` best distinct configurations of the search, one training each: the Spearman
    rank correlation between their search scores and what the full training reaches
    (validation and test accuracy);
@@ -22,7 +23,8 @@ process; nothing else should run beside it, the budgets being wall clock.
     python bench/bench_search_gain.py --family cnn --seeds 0 --top 0 --per-rung --rung 3 \
         --precision mixed_bfloat16 --out rank.json
 
-``--out`` is rewritten after every training, so a run cut short keeps what it finished.
+``--out`` is rewritten after every pair or rank training, so a run cut short keeps what it
+finished.
 """
 
 from __future__ import annotations
