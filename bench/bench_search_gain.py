@@ -23,8 +23,8 @@ process; nothing else should run beside it, the budgets being wall clock.
     python bench/bench_search_gain.py --family cnn --seeds 0 --top 0 --per-rung --rung 3 \
         --precision mixed_bfloat16 --out rank.json
 
-``--out`` is rewritten after every pair or rank training, so a run cut short keeps what it
-finished.
+``--out`` is rewritten after every pair and every ``--per-rung`` training, so a run cut short
+keeps what it finished.
 """
 
 from __future__ import annotations
