@@ -44,6 +44,17 @@ FC_ARMS = {  # overrides of fc.yaml's defaults; "default" is the space's own fir
 CNN_AUGMENTATION = ("aug_flip", "aug_crop", "aug_erasing")
 
 
+def one_line_errors(main) -> int:
+    """Runs a benchmark's ``main``: bad input anywhere in it (the pipeline's ``UserError``:
+    a params file, a data folder, a space) stops it with one line, as the CLI does."""
+    from pipeline.errors import UserError
+
+    try:
+        return main() or 0
+    except UserError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+
+
 def load(data_dir: Path) -> dict:
     """The prepared splits; a missing or bad folder stops the benchmark with one line."""
     import numpy as np

@@ -35,15 +35,11 @@ def run_search(params, family: str, data_dir: Path, sampling: str, trials: int,
     prior (default: the space's defaults)."""
     from pipeline import tune
     from pipeline.distributed import Role
-    from pipeline.errors import UserError
     from pipeline.tracking.search_runs import SearchRuns
 
     t = params.tune.for_family(family).model_copy(
         update={"sampling": sampling, "max_trials": trials, "budget_minutes": budget_minutes})
-    try:
-        data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
-    except UserError as exc:  # one line, not a traceback
-        raise SystemExit(f"bench: {exc}") from None
+    data = tune.load_search_data(t, family, ROOT / t.space_dir / f"{family}.yaml", data_dir)
     tune.configure_devices(t, family, data, params.augmentation, policy=precision)
     runs = SearchRuns.open(params.tracking.model_copy(update={"uri": "off"}))
     started = time.monotonic()
@@ -106,7 +102,6 @@ def summarise(result: dict) -> dict:
 def main() -> None:
     from pipeline.config import load_params
     from pipeline.data.store import atomic_write_bytes
-    from pipeline.errors import UserError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=["cnn", "fc"], default="cnn")
@@ -118,10 +113,7 @@ def main() -> None:
                         help="the search's seed (default: tune.seed in the params file)")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
-    try:
-        params = load_params(args.params)
-    except UserError as exc:  # one line, not a traceback
-        raise SystemExit(f"bench: {exc}") from None
+    params = load_params(args.params)
     if args.seed is not None:
         params = with_seed(params, args.seed)
     summaries = []
@@ -142,4 +134,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench_equal_care import one_line_errors
+
+    sys.exit(one_line_errors(main))

@@ -73,7 +73,6 @@ def one_seed(params, family: str, data_dir: Path, seed: int, workdir: Path,
 def main(argv=None) -> int:
     from pipeline.config import load_params
     from pipeline.data.store import atomic_write_bytes
-    from pipeline.errors import UserError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=sorted(POOR_PRIOR), default="cnn")
@@ -87,10 +86,7 @@ def main(argv=None) -> int:
                         "budget where it is faster)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except UserError as exc:  # one line, not a traceback
-        raise SystemExit(f"bench: {exc}") from None
+    params = load_params(args.params)
     results = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as workdir:
@@ -113,4 +109,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench_equal_care import one_line_errors
+
+    sys.exit(one_line_errors(main))

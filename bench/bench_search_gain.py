@@ -295,4 +295,6 @@ def _plain(value):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench_equal_care import one_line_errors
+
+    sys.exit(one_line_errors(main))
