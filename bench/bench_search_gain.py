@@ -163,6 +163,7 @@ def main() -> int:
     from pipeline.families import FAMILIES, FAMILY_NAMES
     from pipeline.search.hypermodel import FamilyHyperModel, known_hyperparameters
     from pipeline.spaces import load_space
+    from pipeline.stats import paired_interval
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="cnn", choices=FAMILY_NAMES)
@@ -239,12 +240,15 @@ def main() -> int:
             for name in ("default", "pick"):
                 accs = [p[name][key] for p in report["pairs"]]
                 report.setdefault(name, {})[split] = _mean_sd(accs)
-            report.setdefault("difference", {})[split] = _mean_sd(
-                [p["pick"][key] - p["default"][key] for p in report["pairs"]])
+            # the paired change with its t interval (pipeline.stats, as the verdicts use)
+            diff = paired_interval([p["default"][key] for p in report["pairs"]],
+                                   [p["pick"][key] for p in report["pairs"]])
+            diff["std"] = _mean_sd(diff["differences"])["std"]
+            report.setdefault("difference", {})[split] = diff
             print(f"  {split} accuracy: default {_show(report['default'][split])}, pick "
-                  f"{_show(report['pick'][split])}; pick - default "
-                  f"{_show(report['difference'][split], sign=True)} over {args.seeds} seeds",
-                  flush=True)
+                  f"{_show(report['pick'][split])}; pick - default {_show(diff, sign=True)}, "
+                  f"95% interval [{diff['low']:+.4f}, {diff['high']:+.4f}] over "
+                  f"{args.seeds} seeds", flush=True)
 
     if args.top >= 2:
         done = trials[trials["status"] == "COMPLETED"].sort_values("score", ascending=False)
