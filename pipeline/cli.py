@@ -429,11 +429,20 @@ def _version() -> str:
 
 
 def _import_keras(args: argparse.Namespace) -> None:
-    """Keras with its native start-up chatter captured (shown as it comes with --verbose)."""
-    if not args.verbose:
+    """Keras with its native start-up chatter captured (shown as it comes with --verbose), then
+    what the imports made frozen out of the garbage collector: Keras' clear_session, which
+    KerasTuner calls before every trial and the lessons before every training, runs a full
+    collection, and TensorFlow's half a million objects, alive until the process ends, made
+    each one scan them again (a quarter of a second or more a call)."""
+    import gc
+
+    if args.verbose:
+        import keras  # noqa: F401
+    else:
         from pipeline.console import import_keras_quietly
 
         import_keras_quietly()
+    gc.freeze()
 
 
 # commands that train or load models: Keras is imported once their params file has loaded
@@ -470,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.errors import UserError
 
     try:
-        if args.command in KERAS_COMMANDS and not args.verbose:
+        if args.command in KERAS_COMMANDS:
             from pipeline.config import load_params
 
             params = load_params(args.params)  # a bad file: its one line before Keras'
