@@ -200,6 +200,22 @@ def test_version():
     assert result.stdout.strip() == f"cifar-automl {metadata.version('cifar-automl')}"
 
 
+def test_what_importing_keras_made_is_frozen_out_of_the_collector(tmp_path):
+    """Keras' clear_session, before every trial, runs a full garbage collection: TensorFlow's
+    half a million objects, frozen once after the import, are not scanned again each time (a
+    CNN search here spent 42 of its 148 s in such collections before; bench/README.md)."""
+    code = ("import argparse, gc\n"
+            "from pipeline import cli\n"
+            "before = gc.get_freeze_count()\n"
+            "cli._import_keras(argparse.Namespace(verbose=False))\n"
+            "print('FROZEN', before, gc.get_freeze_count())\n")
+    result = run_python(code, tmp_path)
+    counts, = [line.split()[1:] for line in result.stdout.splitlines()
+               if line.startswith("FROZEN")]
+    before, after = map(int, counts)
+    assert before == 0 and after > 100_000, result.stderr
+
+
 def test_a_keras_command_prints_its_own_lines_only(real_cifar10):
     """A command that loads Keras shows no start-up lines of TensorFlow's native code (on a
     machine without a GPU it prints several); --verbose shows whatever TensorFlow says."""
