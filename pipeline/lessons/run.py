@@ -91,7 +91,8 @@ def _run_pass(name: str, p, claims: list[str], data_dir: Path, champion: dict | 
     from pipeline.lessons import experiments, figures, verdicts
     from pipeline.lessons.training import load_lesson_data
 
-    gc.unfreeze()  # what an earlier pass kept (and froze, below) is garbage now
+    gc.unfreeze()  # what an earlier pass kept is garbage now: collected, the rest frozen again
+    _freeze_what_is_alive()
     data = load_lesson_data(data_dir, p.train_per_class, p.eval_per_class, p.seed)
 
     def report_setting(claim: str, setting: str, cfg: dict, result: dict,
