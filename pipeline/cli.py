@@ -432,8 +432,9 @@ def _import_keras(args: argparse.Namespace) -> None:
     """Keras with its native start-up chatter captured (shown as it comes with --verbose), then
     what the imports made frozen out of the garbage collector: Keras' clear_session, which
     KerasTuner calls before every trial and the lessons before every training, runs a full
-    collection, and TensorFlow's half a million objects, alive until the process ends, made
-    each one scan them again (a quarter of a second or more a call)."""
+    collection (Python runs more as training allocates), and TensorFlow's half a million
+    objects, alive until the process ends, made each one scan them again (a short CNN search:
+    42 of its 148 s; bench/README.md, "The garbage collector out of training's way")."""
     import gc
 
     if args.verbose:
