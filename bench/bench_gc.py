@@ -54,8 +54,9 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def main(argv: list[str]) -> int:
-    freeze = "--no-freeze" not in argv
-    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours, command = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    freeze = "--no-freeze" not in ours  # not the CLI's own arguments after --
     if not command:
         print("bench: give the CLI's arguments after --, e.g. -- tune --family cnn",
               file=sys.stderr)
