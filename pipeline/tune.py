@@ -40,7 +40,8 @@ from pipeline.tracking.search_runs import SearchRuns
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = ["trial_id", "status", "score", "epochs_run", "best_epoch", "seconds",
                  "seconds_per_epoch", "trainable_params", "stopped_by_budget", "ended_by",
-                 "schedule_progress", "steps", "compute_share", "trained_seconds",
+                 "schedule_progress", "steps", "compute_share", "cost_basis",
+                 "images_per_second", "trained_seconds",
                  "initial_weights", "error"]
 
 
@@ -286,10 +287,12 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
                  parallel: dict, tried_before: set[str] | frozenset = frozenset(),
                  history: list[dict] = ()):
     """The family's hypermodel and a tuner over it (resumed if its project exists). Trials are
-    budgeted in compute, never by the clock (FamilyHyperModel's ``equal_compute``); the clock
-    bounds the search as a whole, and a trial it cuts short does not compete. Of ``history``
-    (earlier searches' scored trials) only those at this search's fidelity reach the oracle:
-    their scores are comparable with this search's at the same rung."""
+    budgeted in compute, never by the clock (FamilyHyperModel's ``equal_compute``: each
+    configuration's speed timed once against the defaults', or its FLOPs in a deterministic
+    search, where no timing may decide anything); the clock bounds the search as a whole,
+    and a trial it cuts short does not compete. Of ``history`` (earlier searches' scored
+    trials) only those at this search's fidelity reach the oracle: their scores are
+    comparable with this search's at the same rung."""
     import keras
 
     from pipeline.search.hypermodel import FamilyHyperModel
@@ -300,7 +303,8 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
     # before each trial would reset it to float32
     hypermodel = FamilyHyperModel(
         family, data.space, data.meta, policy, n_train=len(data.search_idx), seed=t.seed,
-        equal_compute=True, precision=keras.mixed_precision.global_policy().name)
+        equal_compute=True, precision=keras.mixed_precision.global_policy().name,
+        cost_basis="flops" if t.deterministic else "measured")
     deadline = started + 60 * t.budget_minutes if clock else None
     fidelity = search_fidelity(data, policy)
     comparable = [h for h in history if h["fidelity"] == fidelity]

@@ -213,24 +213,31 @@ def test_one_update_shows_adam_l2_and_adamw_apart():
     assert np.median(np.abs(step)) > 0.0009  # against 0.0001 x |w| for AdamW
 
 
-def test_a_costlier_configuration_gets_its_share_of_the_images():
+def _tiny_cnn_hypermodel(space_text: str, **kwargs):
+    """A search's hypermodel over a tiny CNN space, 640 training images (10 batches of 64)."""
     import tempfile
     from pathlib import Path
 
     from pipeline.config import AugmentationParams
-    from pipeline.models.flops import forward_flops
     from pipeline.search.hypermodel import FamilyHyperModel, known_hyperparameters
     from pipeline.spaces import load_space
-    from tests.conftest import TINY_CNN_SPACE
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "cnn.yaml"
-        path.write_text(TINY_CNN_SPACE)
+        path.write_text(space_text)
         space = load_space(path, "cnn", known_hyperparameters("cnn"))
     meta = {"num_classes": 10, "image_shape": [32, 32, 3], "mean": [0.5] * 3,
             "std": [0.25] * 3}
-    hypermodel = FamilyHyperModel("cnn", space, meta, AugmentationParams(), n_train=640,
-                                  equal_compute=True)
+    return FamilyHyperModel("cnn", space, meta, AugmentationParams(), n_train=640,
+                            equal_compute=True, **kwargs)
+
+
+def test_a_costlier_configuration_gets_its_share_of_the_images():
+    from pipeline.models.flops import forward_flops
+    from tests.conftest import TINY_CNN_SPACE
+
+    hypermodel = _tiny_cnn_hypermodel(TINY_CNN_SPACE)
+    assert hypermodel.cost_basis == "flops"
     default_hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(default_hp)
     default = hypermodel.build(default_hp)
@@ -246,6 +253,53 @@ def test_a_costlier_configuration_gets_its_share_of_the_images():
     hypermodel.fit(wide_hp, wide, x, y, epochs=2, verbose=0)
     assert hypermodel.last_schedule.steps == round(2 * 10 * share)
     assert hypermodel.last_schedule.summary()["ended_by"] == "steps"
+
+
+def test_a_configuration_is_charged_for_its_measured_speed_which_flops_miss():
+    """Measured basis: batch 8 has the defaults' FLOPs per image (analytic share 1) but trains
+    fewer images a second (a step's overhead is paid per 8 images, not per 64); its trial trains
+    its measured share of the rung's steps, timed once: a second trial of it reuses the share,
+    and the defaults keep all their steps."""
+    from pipeline.search import cost
+    from tests.conftest import TINY_CNN_SPACE
+
+    space = TINY_CNN_SPACE.replace("batch_size: {type: fixed, value: 64}",
+                                   "batch_size: {type: choice, values: [8, 64], default: 64}")
+    hypermodel = _tiny_cnn_hypermodel(space, cost_basis="measured")
+    assert hypermodel.cost_basis == "measured"
+    x = np.random.default_rng(0).integers(0, 256, (640, 32, 32, 3)).astype("uint8")
+    y = np.arange(640) % 10
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    hp.values["batch_size"] = 8
+    shares = []
+    for _ in range(2):
+        model = hypermodel.build(hp)
+        hypermodel.fit(hp, model, x, y, epochs=1, verbose=0)
+        shares.append(hypermodel.last_compute_share)
+        summary = hypermodel.last_schedule.summary()
+        assert summary["steps"] == round(80 * shares[-1])  # 80 batches of 8 at share 1
+        assert summary["ended_by"] == "steps" and summary["schedule_progress"] == 1.0
+    assert hypermodel.compute_share(model) == 1.0  # FLOPs see no difference
+    # the defaults were timed first (a short run of their own), as the reference
+    assert hypermodel.reference_speed > hypermodel.last_speed > 0
+    assert shares[0] == shares[1] == cost.measured_share(hypermodel.last_speed,
+                                                         hypermodel.reference_speed) < 0.9
+    default_hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(default_hp)
+    hypermodel.fit(default_hp, hypermodel.build(default_hp), x, y, epochs=1, verbose=0)
+    assert hypermodel.last_compute_share == 1.0 and hypermodel.last_schedule.steps == 10
+
+
+def test_a_measured_share_within_the_noise_is_the_whole_rung():
+    from pipeline.search.cost import NOISE_TOLERANCE, measured_share, timeable
+
+    assert measured_share(1000.0, 1000.0) == 1.0
+    assert measured_share(1500.0, 1000.0) == 1.0  # faster than the defaults: no more images
+    assert measured_share(1000.0 * (1 - NOISE_TOLERANCE) + 1, 1000.0) == 1.0
+    assert measured_share(500.0, 1000.0) == 0.5
+    # a search is timed only if one epoch at its largest batch holds the timing's steps
+    assert timeable(10_000, 512) and not timeable(200, 64)
 
 
 def test_batch_norm_is_refreshed_while_its_averages_are_stale_and_then_left_alone():

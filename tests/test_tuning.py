@@ -275,6 +275,28 @@ def test_hyperband_rungs_restart_with_a_schedule_over_their_own_epochs(tmp_path,
         list(range(1, int(promoted["epochs_run"]) + 1))
 
 
+def test_a_search_times_each_configuration_and_budgets_its_trial_by_that(tmp_path,
+                                                                          tiny_prepared,
+                                                                          monkeypatch):
+    """Batches of 16 give 13 steps an epoch, enough to time: every trial records its measured
+    images a second, the defaults (the first trial, the reference) train their whole rung, and
+    each trial's steps are its share of the rung's; the trial's MLflow run shows both."""
+    space = TINY_CNN_SPACE.replace("value: 64", "value: 16")
+    run_search(tmp_path, tiny_prepared, monkeypatch, space=space, max_trials=3)
+    rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
+    assert [r["status"] for r in rows] == ["COMPLETED"] * 3
+    assert {r["cost_basis"] for r in rows} == {"measured"}
+    assert float(rows[0]["compute_share"]) == 1.0
+    for row in rows:
+        share = float(row["compute_share"])
+        assert float(row["images_per_second"]) > 0 and 0 < share <= 1
+        assert int(row["steps"]) == max(1, round(13 * share))
+    _, _, children = runs(tmp_path)
+    trial_runs = [c for c in children if "trial_id" in c.data.tags]
+    assert len(trial_runs) == 3
+    assert all(c.data.metrics["images_per_second"] > 0 for c in trial_runs)
+
+
 def test_sigkill_mid_trial_then_resume(tmp_path, tiny_prepared, monkeypatch):
     """Hyperband (the default tuner) killed mid-trial and rerun: no completed trial redone,
     and every trial starts from the same weights as in an uninterrupted search."""

@@ -3,6 +3,7 @@ a compiled model and trained under a budget."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -13,6 +14,7 @@ from pipeline.errors import ConfigError
 from pipeline.families import FAMILIES
 from pipeline.feed import fit_inputs
 from pipeline.models.cnn import BLOCK_STAGES, HEADS
+from pipeline.search import cost
 from pipeline.spaces import SearchSpace, load_space
 from pipeline.training import (
     AUGMENTATION_HPS,
@@ -89,9 +91,11 @@ class FamilyHyperModel(kt.HyperModel):
     exactly where the budget does.
 
     ``equal_compute`` (a search's trials): no configuration gets more compute than the
-    space's defaults at the same rung; a costlier one (forward FLOPs per image,
-    pipeline/models/flops.py) trains on proportionally fewer images, as the final training's
-    clock would cut it. The budget is then a count, the same on a busy machine or an idle one.
+    space's defaults at the same rung; a costlier one trains on proportionally fewer images,
+    as the final training's clock would cut it. ``cost``: how a configuration's cost is known
+    (search/cost.py): ``measured``, its training images a second timed once over a few of
+    its own steps against the defaults'; ``flops``, forward FLOPs per image (analytic: the same
+    budget on a busy machine or an idle one; also where epochs are too short to time).
 
     ``precision``: the Keras dtype policy every model is built in. Set again at each build,
     because ``keras.backend.clear_session()``, which KerasTuner calls before every trial,
@@ -100,7 +104,7 @@ class FamilyHyperModel(kt.HyperModel):
 
     def __init__(self, family: str, space: SearchSpace, meta: dict, policy: AugmentationParams,
                  n_train: int, seed: int | None = None, equal_compute: bool = False,
-                 precision: str | None = None):
+                 precision: str | None = None, cost_basis: str = "flops"):
         super().__init__(name=family)
         self.family, self.space, self.meta, self.seed = family, space, meta, seed
         self.precision = precision
@@ -110,6 +114,12 @@ class FamilyHyperModel(kt.HyperModel):
         self.builder = FAMILIES[family].builder
         self.defaults = trial_defaults(family, policy)
         self.last_schedule = None
+        largest_batch = max(self._batch_sizes())
+        self.cost_basis = "measured" if cost_basis == "measured" and \
+            cost.timeable(n_train, largest_batch) else "flops"
+        self.reference_speed = None  # the defaults' training images a second (measured basis)
+        self.measured: dict[str, tuple[float, float]] = {}  # config_key: (images/s, share)
+        self.last_speed = None  # the last fit's measured images a second, if it was timed
 
     def declare_hyperparameters(self, hp):
         self.space.declare(hp)
@@ -138,9 +148,14 @@ class FamilyHyperModel(kt.HyperModel):
                              seed=self.seed)
         return compile_model(model, cfg)
 
+    def _batch_sizes(self) -> list[int]:
+        entry = next((e for e in self.space.entries if e.name == "batch_size"), None)
+        values = entry.possible_values() if entry is not None else None
+        return [int(v) for v in values] if values else [int(self.defaults["batch_size"])]
+
     def compute_share(self, model) -> float:
-        """The share of a rung's images ``model`` may train on: 1 up to the defaults' cost per
-        image, less in proportion above it."""
+        """The analytic share of a rung's images ``model`` may train on: 1 up to the
+        defaults' forward FLOPs per image, less in proportion above them."""
         from pipeline.models.flops import forward_flops
 
         if self._reference_flops is None:
@@ -153,16 +168,66 @@ class FamilyHyperModel(kt.HyperModel):
         complete schedule for its own budget, so its score is that of a whole run)."""
         kwargs.pop("initial_epoch", None)
         cfg = self.config(hp)
-        steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
-        self.last_compute_share = self.compute_share(model) if self.equal_compute else 1.0
-        steps = max(1, round(steps * self.last_compute_share))
+        full_steps = math.ceil(self.n_train / cfg["batch_size"]) * epochs
+        timer = None
+        self.last_speed = None
+        if not self.equal_compute:
+            self.last_compute_share = 1.0
+        elif self.cost_basis == "flops" or len(args) != 2:
+            self.last_compute_share = self.compute_share(model)
+        else:
+            timer = self._share_from_speed(cfg, full_steps, model, *args)
+        steps = max(1, round(full_steps * self.last_compute_share))
         self.last_schedule = budget_schedule(cfg, steps, seconds)
         # a trial's 40-120 steps leave batch norm's moving averages stale: refreshed before
         # each validation until they hold under 1% of their start (bench/README.md)
         refresh = [BatchNormRefresh(args[0][:REFRESH_IMAGES], stale_below=0.01)] if args else []
-        callbacks = [*averaging_callbacks(cfg), *refresh, *callbacks, self.last_schedule]
+        callbacks = [*averaging_callbacks(cfg), *refresh, *callbacks, self.last_schedule,
+                     *([timer] if timer else [])]
         if len(args) == 2:  # training arrays: one input pipeline for the whole run
             return model.fit(**fit_inputs(*args, cfg["batch_size"]), epochs=epochs,
                              callbacks=callbacks, **kwargs)
         return model.fit(*args, batch_size=cfg["batch_size"], epochs=epochs,
                          callbacks=callbacks, **kwargs)
+
+    def _share_from_speed(self, cfg: dict, full_steps: int, model, x, y):
+        """Sets ``last_compute_share`` for a configuration on the measured basis. Known: its
+        share. Not yet: 1 until a timer over its first steps measures it, then the
+        schedule's steps shrink to its share (the rate's schedule moves on from there). The
+        defaults' own timing is the reference; a configuration timed before them has the
+        reference timed first, on a copy of the defaults that trains a dozen steps."""
+        key = cost.config_key(cfg)
+        if key in self.measured:
+            self.last_speed, self.last_compute_share = self.measured[key]
+            return None
+        is_defaults = cfg == self.config(kt.HyperParameters())
+        if self.reference_speed is None and not is_defaults:
+            self._time_the_defaults(x, y, like=model)
+        self.last_compute_share = 1.0
+
+        def timed(speed: float) -> None:
+            if is_defaults and self.reference_speed is None:
+                self.reference_speed = speed
+            share = cost.measured_share(speed, self.reference_speed)
+            self.measured[key] = (round(speed, 1), share)
+            self.last_speed, self.last_compute_share = self.measured[key]
+            schedule = self.last_schedule
+            schedule.total_steps = max(schedule.steps + 1, round(full_steps * share))
+
+        return cost.ThroughputTimer(cfg["batch_size"], timed)
+
+    def _time_the_defaults(self, x, y, like) -> None:
+        """The defaults' images a second, timed as a trial's are, on the devices ``like`` (a
+        trial's model) trains on: a data-parallel trial is compared with data-parallel
+        defaults."""
+        cfg = self.config(kt.HyperParameters())
+        strategy = getattr(like, "distribute_strategy", None)  # TensorFlow's; None on JAX
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = self.build(kt.HyperParameters())
+        steps = cost.TIMING_SKIP + cost.TIMING_STEPS
+        timer = cost.ThroughputTimer(cfg["batch_size"], lambda speed: None, stop=True)
+        schedule = budget_schedule(cfg, steps, None)
+        model.fit(**fit_inputs(x, y, cfg["batch_size"]), epochs=1, verbose=0,
+                  callbacks=[*averaging_callbacks(cfg), schedule, timer])
+        self.reference_speed = timer.images_per_second
+        self.measured[cost.config_key(cfg)] = (round(timer.images_per_second, 1), 1.0)

@@ -215,7 +215,8 @@ class TrackedTunerMixin:
         if state is not None and state.run_id:
             final = {k: v for k, v in summary.items()
                      if k in ("epochs_run", "best_epoch", "trainable_params", "seconds_per_epoch",
-                              "best_val_accuracy", "best_val_loss")}
+                              "best_val_accuracy", "best_val_loss", "compute_share",
+                              "images_per_second") and v is not None}
             self.runs.log_metrics(state.run_id, final, step=summary["epochs_run"])
             self.runs.set_tags(state.run_id, {
                 names.TRIAL_STATUS: summary["status"],
@@ -247,6 +248,8 @@ class TrackedTunerMixin:
             "stopped_by_budget": bool(state and state.deadline.hit),
             **(schedule.summary() if schedule is not None and history else {}),
             "compute_share": round(self.hypermodel.last_compute_share, 4),
+            "cost_basis": self.hypermodel.cost_basis,
+            "images_per_second": self.hypermodel.last_speed,
             "initial_weights": state.initial_weights.digest if state else None,
             "error": error[0] if error else "",
             "history": history,
