@@ -359,6 +359,15 @@ class BudgetSchedule(keras.callbacks.Callback):
             self._eval_seconds += time.perf_counter() - self._eval_started
         self._eval_started = None
 
+    def shorten_to(self, steps: int) -> None:
+        """A step budget decided mid-run (a search trial's measured cost, search/cost.py): the
+        rate's schedule goes on over the new total; never fewer steps than are done, and the
+        run ends now if they fill it."""
+        self.total_steps = max(self.steps, steps)
+        if self.steps >= self.total_steps:
+            self.ended_by = "steps"
+            self.model.stop_training = True
+
     def summary(self) -> dict:
         return {"schedule_progress": round(self.progress, 4), "steps": self.steps,
                 "trained_seconds": round(self.trained_seconds, 2),

@@ -280,7 +280,8 @@ def test_a_search_times_each_configuration_and_budgets_its_trial_by_that(tmp_pat
                                                                           monkeypatch):
     """Batches of 16 give 13 steps an epoch, enough to time: every trial records its measured
     images a second, the defaults (the first trial, the reference) train their whole rung, and
-    each trial's steps are its share of the rung's; the trial's MLflow run shows both."""
+    each trial's steps are its share of the rung's (at least the timing's); the trial's MLflow
+    run shows both."""
     space = TINY_CNN_SPACE.replace("value: 64", "value: 16")
     run_search(tmp_path, tiny_prepared, monkeypatch, space=space, max_trials=3)
     rows = read_csv(tmp_path / "results" / "cnn" / "trials.csv")
@@ -290,7 +291,8 @@ def test_a_search_times_each_configuration_and_budgets_its_trial_by_that(tmp_pat
     for row in rows:
         share = float(row["compute_share"])
         assert float(row["images_per_second"]) > 0 and 0 < share <= 1
-        assert int(row["steps"]) == max(1, round(13 * share))
+        # never fewer steps than the timing took (its 2 + 8)
+        assert int(row["steps"]) == max(10, round(13 * share))
     _, _, children = runs(tmp_path)
     trial_runs = [c for c in children if "trial_id" in c.data.tags]
     assert len(trial_runs) == 3

@@ -193,7 +193,8 @@ class FamilyHyperModel(kt.HyperModel):
     def _share_from_speed(self, cfg: dict, full_steps: int, model, x, y):
         """Sets ``last_compute_share`` for a configuration on the measured basis. Known: its
         share. Not yet: 1 until a timer over its first steps measures it, then the
-        schedule's steps shrink to its share (the rate's schedule moves on from there). The
+        schedule's steps shrink to its share (the rate's schedule moves on from there; a trial
+        never trains fewer steps than its timing took). The
         defaults' own timing is the reference; a configuration timed before them has the
         reference timed first, on a copy of the defaults that trains a dozen steps."""
         key = cost.config_key(cfg)
@@ -211,8 +212,7 @@ class FamilyHyperModel(kt.HyperModel):
             share = cost.measured_share(speed, self.reference_speed)
             self.measured[key] = (round(speed, 1), share)
             self.last_speed, self.last_compute_share = self.measured[key]
-            schedule = self.last_schedule
-            schedule.total_steps = max(schedule.steps + 1, round(full_steps * share))
+            self.last_schedule.shorten_to(round(full_steps * share))
 
         return cost.ThroughputTimer(cfg["batch_size"], timed)
 

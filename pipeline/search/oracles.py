@@ -17,11 +17,13 @@ from pipeline.search import prior as priors
 
 log = logging.getLogger(__name__)
 
-# A trial is admitted only if its predicted seconds times this fit in what is left. Equal
-# compute is not equal seconds: a wider draw at the same FLOPs took 1.34 times the defaults'
-# seconds in a laptop run, and the machine's own epoch times spread about as much. The costs
-# are lopsided: a trial refused gives its minutes to the final training, a trial the deadline
-# cuts loses all of them; so the margin is generous.
+# A trial is admitted only if its predicted seconds times this fit in what is left. A trial's
+# share of its rung is its speed against the defaults' (search/cost.py), but its first steps
+# train at the whole rung's pace, its validation and set-up cost seconds of their own, a FLOP-
+# budgeted trial (deterministic searches) is not equal seconds (a wider draw at the same FLOPs
+# took 1.34 times the defaults' in a laptop run), and the machine's own epoch times spread. The
+# costs are lopsided: a trial refused gives its minutes to the final training, a trial the
+# deadline cuts loses all of them; so the margin is generous.
 PREDICTION_MARGIN = 1.5
 
 
