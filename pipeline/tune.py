@@ -179,14 +179,16 @@ def run_tune(params: Params, family: str, space_file: Path, data_dir: Path,
     return best
 
 
-def search_fidelity(data: SearchData, augmentation) -> str:
+def search_fidelity(data: SearchData, augmentation, cost_basis: str) -> str:
     """What a trial's score holds for besides its configuration and rung: the training images
-    (digest), how many of them the search trains on, and the augmentation. A retune's subset
-    is drawn with its own seed; at the same size and validation split its scores differ from
-    an earlier night's by noise, not by design."""
+    (digest), how many of them the search trains on, the augmentation, and how a trial's share
+    of them was costed (measured or FLOPs: the same configuration gets other budgets). A
+    retune's subset is drawn with its own seed; at the same size and validation split its
+    scores differ from an earlier night's by noise, not by design."""
     digest = hashlib.sha256(json.dumps(augmentation.model_dump(), sort_keys=True)
                             .encode()).hexdigest()[:8]
-    return f"{data.data_hash}-{len(data.search_idx)}images-augmentation{digest}"
+    return (f"{data.data_hash}-{len(data.search_idx)}images-augmentation{digest}"
+            f"-{cost_basis}cost")
 
 
 def load_search_data(t: TuneParams, family: str, space_file: Path,
@@ -306,7 +308,7 @@ def build_search(t: TuneParams, family: str, data: SearchData, policy, tuning_di
         equal_compute=True, precision=keras.mixed_precision.global_policy().name,
         cost_basis="flops" if t.deterministic else "measured")
     deadline = started + 60 * t.budget_minutes if clock else None
-    fidelity = search_fidelity(data, policy)
+    fidelity = search_fidelity(data, policy, hypermodel.cost_basis)
     comparable = [h for h in history if h["fidelity"] == fidelity]
     if history:
         log.info("%s: %d of %d earlier scored trials were trained at this search's fidelity; "

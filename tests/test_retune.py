@@ -445,3 +445,6 @@ def test_holdout_decides_and_a_second_retune_explores_new_configurations(tmp_pat
             for t in first_scored} <= pairs
     assert all(isinstance(t["values"]["units"], int) and t["epochs"] == 1 for t in read)
     assert len({t["fidelity"] for t in read}) == 1
+    # the tiny searches are too short to time: their trials were costed by FLOPs, which the
+    # fidelity says, so a measured search's oracle would not rank them with its own
+    assert read[0]["fidelity"].endswith("-flopscost")

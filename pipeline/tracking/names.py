@@ -35,7 +35,8 @@ DATASET = "dataset"  # cifar10 | cifar100, of search, trial and evaluation runs
 CONFIG_DIGEST = "config_digest"  # of a trial run: its configuration's identity across searches
 # of a trial run, what a retune's oracle reads back (search/oracles.py, ``history``): its
 # searched values as typed JSON, its rung's epochs, and what else its score holds for (the
-# training images, how many the search trained on, the augmentation: tune.search_fidelity)
+# training images, how many the search trained on, the augmentation, the cost basis:
+# tune.search_fidelity)
 SEARCHED_VALUES = "searched_values"
 RUNG_EPOCHS = "rung_epochs"
 FIDELITY = "fidelity"
