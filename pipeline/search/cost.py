@@ -22,8 +22,10 @@ import keras
 # and the steps it times: the costliest batch of a search (512) at the smallest rung (one
 # epoch of 10,000 images) holds 20 steps, so the timing fits in every trial of a real search
 TIMING_SKIP, TIMING_STEPS = 2, 8
-# a measured share this close to 1 is the machine's noise, not the configuration's cost (the
-# same configuration's epoch times spread about this much on a quiet 2-core machine)
+# a measured share this close to 1 counts as 1: timings are noisy (on the 2-core machine two
+# runs of one configuration a minute apart differed by 20%, a timing and its own run's epoch by
+# 2%: bench/README.md, "The rank search with measured costs"); this keeps the defaults' near
+# neighbours' budgets out of most of that noise and still charges a configuration 20% slower
 NOISE_TOLERANCE = 0.1
 
 

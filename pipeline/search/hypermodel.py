@@ -92,7 +92,7 @@ class FamilyHyperModel(kt.HyperModel):
 
     ``equal_compute`` (a search's trials): no configuration gets more compute than the
     space's defaults at the same rung; a costlier one trains on proportionally fewer images,
-    as the final training's clock would cut it. ``cost``: how a configuration's cost is known
+    as the final training's clock would cut it. ``cost_basis``: how a configuration's cost is known
     (search/cost.py): ``measured``, its training images a second timed once over a few of
     its own steps against the defaults'; ``flops``, forward FLOPs per image (analytic: the same
     budget on a busy machine or an idle one; also where epochs are too short to time).
@@ -194,9 +194,9 @@ class FamilyHyperModel(kt.HyperModel):
         """Sets ``last_compute_share`` for a configuration on the measured basis. Known: its
         share. Not yet: 1 until a timer over its first steps measures it, then the
         schedule's steps shrink to its share (the rate's schedule moves on from there; a trial
-        never trains fewer steps than its timing took). The
-        defaults' own timing is the reference; a configuration timed before them has the
-        reference timed first, on a copy of the defaults that trains a dozen steps."""
+        never trains fewer steps than its timing took). The defaults' own timing is the
+        reference; a configuration timed before them has the reference timed first, on a copy
+        of the defaults that trains the timing's ten steps."""
         key = cost.config_key(cfg)
         if key in self.measured:
             self.last_speed, self.last_compute_share = self.measured[key]
