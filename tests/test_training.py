@@ -256,10 +256,10 @@ def test_a_costlier_configuration_gets_its_share_of_the_images():
 
 
 def test_a_configuration_is_charged_for_its_measured_speed_which_flops_miss():
-    """Measured basis: batch 8 has the defaults' FLOPs per image (analytic share 1) but trains
-    fewer images a second (a step's overhead is paid per 8 images, not per 64); its trial trains
-    its measured share of the rung's steps, timed once: a second trial of it reuses the share,
-    and the defaults keep all their steps."""
+    """Measured basis: batch 8 has the defaults' FLOPs per image (analytic share 1) but on
+    TensorFlow trains fewer images a second (a step's overhead is paid per 8 images, not per
+    64); its trial trains its measured share of the rung's steps, timed once: a second trial of
+    it reuses the share, and the defaults keep all their steps."""
     from pipeline.search import cost
     from tests.conftest import TINY_CNN_SPACE
 
@@ -278,13 +278,18 @@ def test_a_configuration_is_charged_for_its_measured_speed_which_flops_miss():
         hypermodel.fit(hp, model, x, y, epochs=1, verbose=0)
         shares.append(hypermodel.last_compute_share)
         summary = hypermodel.last_schedule.summary()
-        assert summary["steps"] == round(80 * shares[-1])  # 80 batches of 8 at share 1
+        # 80 batches of 8 at share 1; never fewer than the timing's 10
+        assert summary["steps"] == max(10, round(80 * shares[-1]))
         assert summary["ended_by"] == "steps" and summary["schedule_progress"] == 1.0
     assert hypermodel.compute_share(model) == 1.0  # FLOPs see no difference
     # the defaults were timed first (a short run of their own), as the reference
-    assert hypermodel.reference_speed > hypermodel.last_speed > 0
+    assert hypermodel.reference_speed > 0 and hypermodel.last_speed > 0
     assert shares[0] == shares[1] == cost.measured_share(hypermodel.last_speed,
-                                                         hypermodel.reference_speed) < 0.9
+                                                         hypermodel.reference_speed)
+    if keras.backend.backend() == "tensorflow":
+        # a TensorFlow step pays Keras' per-batch overhead; a JAX step is one compiled call,
+        # and there batch 8 trained at 0.95 of batch 64's images a second (no charge)
+        assert shares[0] < 0.9
     default_hp = kt.HyperParameters()
     hypermodel.declare_hyperparameters(default_hp)
     hypermodel.fit(default_hp, hypermodel.build(default_hp), x, y, epochs=1, verbose=0)
