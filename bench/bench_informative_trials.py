@@ -6,7 +6,9 @@ lower rung it did not run at (its search trial runs at the top rung), with the s
 and data.
 
 Trials are budgeted in steps, and the trial cap ends the search (the wall-clock budget is
-set far above it), so the scores do not depend on how busy the machine is.
+set far above it). A trial's steps are its configuration's share of its rung: its measured
+speed against the defaults' (FLOPs with ``tune.deterministic``), so the scores of
+configurations slower than the defaults depend on what else runs: run it alone.
 
     python bench/bench_informative_trials.py --family cnn --trials 12 --sampling prior uniform
     python bench/bench_informative_trials.py --family cnn --sampling prior --seed 2
